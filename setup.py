@@ -1,0 +1,50 @@
+"""tfplm: a TensorFlow/Keras model zoo for pre-trained language models."""
+
+from setuptools import setup
+
+setup(
+    name="tfplm",
+    version="0.1.0",
+    description="BERT, GPT and encoder-decoder Transformers for TensorFlow/Keras 3: "
+    "pretraining, fine-tuning and export for TF Serving and TFLite.",
+    python_requires=">=3.10",
+    # The zoo, tasks and exporter live in top-level folders but install only as
+    # subpackages of tfplm, so a user's own `models.py` never shadows them.
+    packages=[
+        "tfplm",
+        "tfplm.layers",
+        "tfplm.tokenizers",
+        "tfplm.data",
+        "tfplm.training",
+        "tfplm.models",
+        "tfplm.tasks",
+        "tfplm.export",
+    ],
+    package_dir={
+        "tfplm": "tfplm",
+        "tfplm.models": "models",
+        "tfplm.tasks": "tasks",
+        "tfplm.export": "export",
+    },
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-text>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "keras-nlp>=0.32,<0.33",
+        "tensorflow-datasets>=4.9,<5",
+        "absl-py>=2.0",
+        "pyyaml>=6.0",
+        "safetensors>=0.4",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "scipy>=1.11",
+            "scikit-learn>=1.4",
+            "tokenizers>=0.20",
+            "tensorflow-serving-api>=2.21,<2.22",
+        ],
+    },
+)
