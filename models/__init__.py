@@ -1,0 +1,20 @@
+"""The model zoo: BERT, GPT and the encoder-decoder Transformer."""
+
+from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer
+from tfplm.models.gpt import GPT
+from tfplm.models.presets import PRESETS, Preset, flops_per_token, get_preset, list_presets, parameter_count
+from tfplm.models.seq2seq import Seq2SeqTransformer
+
+__all__ = [
+    "GPT",
+    "PRESETS",
+    "BertClassifier",
+    "BertEncoder",
+    "BertPretrainer",
+    "Preset",
+    "Seq2SeqTransformer",
+    "flops_per_token",
+    "get_preset",
+    "list_presets",
+    "parameter_count",
+]

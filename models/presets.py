@@ -1,0 +1,139 @@
+"""Named architectures of the zoo, with computed parameter counts and FLOPs."""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """An architecture by name.
+
+    Attributes:
+        name: the preset's name, e.g. "bert_base".
+        family: "bert", "gpt" or "seq2seq": which model classes can build it.
+        config: constructor arguments of the family's backbone.
+        description: one line for tables and `--help`.
+        seq_length: sequence length at which FLOPs per token are quoted.
+    """
+
+    name: str
+    family: str
+    config: dict
+    description: str
+    seq_length: int
+
+
+def _bert(layers, hidden, heads, description):
+    config = dict(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        intermediate_size=4 * hidden,
+        max_length=512,
+        type_vocab_size=2,
+    )
+    return "bert", config, description, 128
+
+
+def _gpt(layers, hidden, heads, max_length, description):
+    config = dict(
+        vocab_size=50257,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        intermediate_size=4 * hidden,
+        max_length=max_length,
+    )
+    return "gpt", config, description, max_length
+
+
+_PRESETS = {
+    "bert_tiny": _bert(2, 128, 2, "BERT-Tiny (Turc et al., 2019), L2/H128/A2"),
+    "bert_mini": _bert(4, 256, 4, "BERT-Mini, L4/H256/A4"),
+    "bert_small": _bert(4, 512, 8, "BERT-Small, L4/H512/A8"),
+    "bert_medium": _bert(8, 512, 8, "BERT-Medium, L8/H512/A8"),
+    "bert_base": _bert(12, 768, 12, "BERT-Base (Devlin et al., 2019), L12/H768/A12"),
+    "bert_large": _bert(24, 1024, 16, "BERT-Large, L24/H1024/A16"),
+    "gpt_nano": _gpt(3, 96, 3, 256, "a tiny GPT for tests and demos, L3/H96/A3"),
+    "gpt2_small": _gpt(12, 768, 12, 1024, "GPT-2 small (Radford et al., 2019), L12/H768/A12"),
+    "gpt2_medium": _gpt(24, 1024, 16, 1024, "GPT-2 medium, L24/H1024/A16"),
+    "transformer_base": (
+        "seq2seq",
+        dict(
+            vocab_size=37000,
+            hidden_size=512,
+            num_encoder_layers=6,
+            num_decoder_layers=6,
+            num_heads=8,
+            intermediate_size=2048,
+        ),
+        "Transformer base (Vaswani et al., 2017), 6+6 layers, H512/A8, shared 37k vocab",
+        128,
+    ),
+}
+
+PRESETS = {
+    name: Preset(name, family, config, description, seq_length)
+    for name, (family, config, description, seq_length) in _PRESETS.items()
+}
+
+
+def list_presets(family=None):
+    """Names of the presets, optionally only those of one family."""
+    return [name for name, preset in PRESETS.items() if family in (None, preset.family)]
+
+
+def get_preset(name, family=None):
+    """The `Preset` called `name`; a clear error if unknown or of another family."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if family is not None and preset.family != family:
+        raise ValueError(
+            f"preset {name!r} is a {preset.family} model; {family} presets are: "
+            + ", ".join(list_presets(family))
+        )
+    return preset
+
+
+def parameter_count(preset, embeddings=True):
+    """Parameters of the preset's backbone, counted from its config.
+
+    BERT counts the encoder with its pooler (as "BERT-Base, 110M" does), GPT
+    the decoder with its tied output layer, seq2seq both stacks and the shared
+    embedding. `embeddings=False` leaves out token and position embeddings
+    (the N of the FLOPs formulas).
+    """
+    c = preset.config
+    d, ff = c["hidden_size"], c["intermediate_size"]
+    norm = 2 * d
+    attention = 4 * (d * d + d)
+    feed_forward = d * ff + ff + ff * d + d
+    encoder_layer = attention + feed_forward + 2 * norm
+    if preset.family == "bert":
+        embedding = c["vocab_size"] * d + c["max_length"] * d
+        other = c["type_vocab_size"] * d + norm + (d * d + d)  # segments, LN, pooler
+        body = c["num_layers"] * encoder_layer
+    elif preset.family == "gpt":
+        embedding = c["vocab_size"] * d + c["max_length"] * d
+        other = norm  # final LayerNorm
+        body = c["num_layers"] * encoder_layer
+    else:  # seq2seq: sinusoidal positions, shared token embedding, post-LN blocks
+        embedding = c["vocab_size"] * d
+        other = 0
+        decoder_layer = encoder_layer + attention + norm
+        body = c["num_encoder_layers"] * encoder_layer + c["num_decoder_layers"] * decoder_layer
+    return body + other + (embedding if embeddings else 0)
+
+
+def flops_per_token(preset, training=False, seq_length=None):
+    """Matmul FLOPs per token: 2N + 4·L·T·d forward, three times that to train.
+
+    N is the non-embedding parameter count, L the layers, T the sequence length
+    and d the width (Kaplan et al., 2020; the attention term counts QKᵀ and AV).
+    """
+    c = preset.config
+    seq_length = seq_length or preset.seq_length
+    layers = c.get("num_layers") or (c["num_encoder_layers"] + c["num_decoder_layers"])
+    forward = 2 * parameter_count(preset, embeddings=False) + 4 * layers * seq_length * c["hidden_size"]
+    return 3 * forward if training else forward

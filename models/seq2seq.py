@@ -1,0 +1,260 @@
+"""The encoder-decoder Transformer of Vaswani et al. (2017), for translation-style tasks."""
+
+import random
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from tfplm import generation
+from tfplm.layers import (
+    TextEmbedding,
+    TransformerDecoderBlock,
+    TransformerEncoderBlock,
+    padding_attention_mask,
+)
+from tfplm.models.presets import get_preset
+
+
+def _int_input(name):
+    return keras.Input(shape=(None,), dtype="int32", name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfplm")
+class Seq2SeqTransformer(keras.Model):
+    """Post-LN encoder-decoder Transformer with a shared, tied vocabulary.
+
+    Source and target share one token embedding (scaled by sqrt(hidden), with
+    sinusoidal positions), which is also the output projection, as in the paper.
+
+    Args:
+        vocab_size: shared source/target vocabulary size.
+        hidden_size, num_heads, intermediate_size: block sizes.
+        num_encoder_layers, num_decoder_layers: stack depths.
+        activation: feed-forward activation ("relu" in the paper).
+        dropout: dropout on embeddings, attention and sublayer outputs.
+        layer_norm_epsilon: LayerNorm epsilon.
+
+    Inputs: int32 [batch, length] `encoder_token_ids`, `encoder_padding_mask`,
+    `decoder_token_ids`, `decoder_padding_mask`.
+    Output: float32 logits [batch, decoder_length, vocab_size].
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        hidden_size,
+        num_encoder_layers,
+        num_decoder_layers,
+        num_heads,
+        intermediate_size,
+        activation="relu",
+        dropout=0.1,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        dtype = kwargs.pop("dtype", None)
+        self.embedding = TextEmbedding(
+            vocab_size,
+            hidden_size,
+            position_embedding="sinusoidal",
+            scale=True,
+            normalize=False,
+            dropout=dropout,
+            dtype=dtype,
+            name="embedding",
+        )
+        block_args = dict(
+            num_heads=num_heads,
+            intermediate_size=intermediate_size,
+            activation=activation,
+            dropout=dropout,
+            attention_dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+        )
+        self.encoder_blocks = [
+            TransformerEncoderBlock(**block_args, name=f"encoder_block_{i}")
+            for i in range(num_encoder_layers)
+        ]
+        self.decoder_blocks = [
+            TransformerDecoderBlock(**block_args, cross_attention=True, name=f"decoder_block_{i}")
+            for i in range(num_decoder_layers)
+        ]
+
+        inputs = {
+            name: _int_input(name)
+            for name in (
+                "encoder_token_ids",
+                "encoder_padding_mask",
+                "decoder_token_ids",
+                "decoder_padding_mask",
+            )
+        }
+        encoder_output = self.encode(inputs["encoder_token_ids"], inputs["encoder_padding_mask"])
+        x = self.embedding(inputs["decoder_token_ids"])
+        for block in self.decoder_blocks:
+            x = block(
+                x,
+                padding_mask=inputs["decoder_padding_mask"],
+                encoder_output=encoder_output,
+                encoder_padding_mask=inputs["encoder_padding_mask"],
+            )
+        logits = keras.layers.Activation("linear", dtype="float32", name="logits")(
+            self.embedding(x, reverse=True)
+        )
+        super().__init__(inputs=inputs, outputs=logits, dtype=dtype, **kwargs)
+
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_encoder_layers = num_encoder_layers
+        self.num_decoder_layers = num_decoder_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.activation = activation
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self._decode_functions = {}
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """A randomly initialised model of the named architecture ("transformer_base")."""
+        return cls(**{**get_preset(name, "seq2seq").config, **overrides})
+
+    def encode(self, token_ids, padding_mask, training=None):
+        """The encoder stack's output [batch, length, hidden]."""
+        x = self.embedding(token_ids, training=training)
+        mask = padding_attention_mask(padding_mask)
+        for block in self.encoder_blocks:
+            x = block(x, attention_mask=mask, training=training)
+        return x
+
+    # --- incremental decoding ---------------------------------------------
+
+    def generate_ids(
+        self,
+        encoder_token_ids,
+        max_new_tokens,
+        start_token_id,
+        stop_token_id=None,
+        sampler="greedy",
+        **sampler_kwargs,
+    ):
+        """Decodes target token ids for each source sequence.
+
+        Args:
+            encoder_token_ids: list of source token-id lists (lengths may differ).
+            max_new_tokens: target tokens to generate after the start token.
+            start_token_id: the decoder's first token.
+            stop_token_id: a row ends at this token (rest filled with it).
+            sampler, **sampler_kwargs: as in `GPT.generate_ids`.
+
+        Returns:
+            int32 numpy array [batch, 1 + max_new_tokens], starting with the start token.
+        """
+        sampler = generation.get_sampler(sampler, **sampler_kwargs)
+        sources = [list(map(int, s)) for s in encoder_token_ids]
+        source_length = max(map(len, sources))
+        source = np.zeros((len(sources), source_length), np.int32)
+        source_mask = np.zeros_like(source)
+        for row, ids in enumerate(sources):
+            source[row, : len(ids)] = ids
+            source_mask[row, : len(ids)] = 1
+        target = np.zeros((len(sources), 1 + max_new_tokens), np.int32)
+        target[:, 0] = start_token_id
+        prompt_mask = np.zeros(target.shape, bool)
+        prompt_mask[:, 0] = True
+        seed = sampler.seed if sampler.seed is not None else random.randrange(2**31 - 1)
+        decode = self._decode_function(sampler, stop_token_id)
+        return decode(source, source_mask, target, prompt_mask, tf.constant(seed)).numpy()
+
+    def _decode_function(self, sampler, stop_token_id):
+        key = (sampler.cache_key(), stop_token_id)
+        if key not in self._decode_functions:
+            pad_token_id = 0 if stop_token_id is None else stop_token_id
+            ids = tf.TensorSpec([None, None], tf.int32)
+
+            @tf.function(
+                input_signature=[
+                    ids,
+                    ids,
+                    ids,
+                    tf.TensorSpec([None, None], tf.bool),
+                    tf.TensorSpec([], tf.int32),
+                ]
+            )
+            def decode(source, source_mask, target, prompt_mask, seed):
+                encoder_output = self.encode(source, source_mask)
+                head_size = self.hidden_size // self.num_heads
+                cache = {
+                    # Encoder keys/values are computed once, not per target token.
+                    "cross": ops.stack(
+                        [
+                            block.cross_attention_layer.compute_cross_attention_cache(
+                                encoder_output
+                            )
+                            for block in self.decoder_blocks
+                        ],
+                        axis=1,
+                    ),
+                    "self": ops.zeros(
+                        (
+                            tf.shape(target)[0],
+                            self.num_decoder_layers,
+                            2,
+                            tf.shape(target)[1],
+                            self.num_heads,
+                            head_size,
+                        ),
+                        self.compute_dtype,
+                    ),
+                    "source_mask": source_mask,
+                }
+                return generation.decode(
+                    self._next_logits,
+                    target,
+                    prompt_mask,
+                    cache,
+                    sampler,
+                    stop_token_id=stop_token_id,
+                    pad_token_id=pad_token_id,
+                    seed=seed,
+                )
+
+            self._decode_functions[key] = decode
+        return self._decode_functions[key]
+
+    def _next_logits(self, token_ids, cache, index):
+        x = self.embedding(token_ids, start_index=index)
+        layer_caches = []
+        for i, block in enumerate(self.decoder_blocks):
+            x, layer_cache = block(
+                x,
+                encoder_padding_mask=cache["source_mask"],
+                self_attention_cache=cache["self"][:, i],
+                cache_update_index=index,
+                cross_attention_cache=cache["cross"][:, i],
+            )
+            layer_caches.append(layer_cache)
+        logits = ops.cast(self.embedding.logits(x[:, -1, :]), "float32")
+        return logits, {**cache, "self": ops.stack(layer_caches, axis=1)}
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_encoder_layers": self.num_encoder_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

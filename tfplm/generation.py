@@ -1,0 +1,240 @@
+"""Autoregressive decoding with a key/value cache, compiled into one graph.
+
+A model exposes `next_logits(token_ids, cache, index) -> (logits, cache)`, the
+logits of the last of `token_ids` (which start at absolute position `index`)
+and the updated cache. `decode` runs prefill + the whole token loop inside a
+`tf.while_loop`, so `tf.function(decode)` traces once and never returns to
+Python per token.
+
+Prompts are right-padded to the full output length; a row keeps its prompt
+tokens until its prompt ends, so rows with prompts of different lengths share
+one cache and one set of positions.
+"""
+
+import abc
+
+import tensorflow as tf
+from keras import ops
+
+_NEG_INF = -1e9
+
+
+class Sampler(abc.ABC):
+    """Chooses the next token from logits [batch, vocab].
+
+    Args:
+        temperature: logits are divided by it before sampling.
+        seed: base seed of the stateless random draws; None draws a fresh one
+            per `generate` call.
+    """
+
+    def __init__(self, temperature=1.0, seed=None):
+        self.temperature = temperature
+        self.seed = seed
+
+    @abc.abstractmethod
+    def sample(self, logits, seed):
+        """Token ids [batch] from float32 logits [batch, vocab]."""
+
+    def __call__(self, logits, seed):
+        """Next token ids [batch]; `seed` is a stateless-random seed, int32 [2]."""
+        logits = ops.cast(logits, "float32") / self.temperature
+        return ops.cast(self.sample(logits, seed), "int32")
+
+    def get_config(self):
+        return {"temperature": self.temperature, "seed": self.seed}
+
+    def cache_key(self):
+        """What a compiled decoding graph depends on (the seed is a graph input)."""
+        config = {k: v for k, v in self.get_config().items() if k != "seed"}
+        return (type(self).__name__, tuple(sorted(config.items())))
+
+
+class GreedySampler(Sampler):
+    """The most likely token."""
+
+    def sample(self, logits, seed):
+        return ops.argmax(logits, axis=-1)
+
+
+def _categorical(logits, seed):
+    return tf.random.stateless_categorical(logits, 1, seed=seed)[:, 0]
+
+
+class TopKSampler(Sampler):
+    """Samples among the `k` most likely tokens."""
+
+    def __init__(self, k=10, temperature=1.0, seed=None):
+        super().__init__(temperature, seed)
+        self.k = k
+
+    def sample(self, logits, seed):
+        top_logits, top_ids = tf.math.top_k(logits, k=self.k)
+        choice = _categorical(top_logits, seed)
+        return tf.gather(top_ids, choice, batch_dims=1)
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
+
+
+class TopPSampler(Sampler):
+    """Nucleus sampling: the smallest set of tokens whose probability reaches `p`."""
+
+    def __init__(self, p=0.9, temperature=1.0, seed=None):
+        super().__init__(temperature, seed)
+        self.p = p
+
+    def sample(self, logits, seed):
+        sorted_logits, sorted_ids = tf.math.top_k(logits, k=tf.shape(logits)[-1])
+        probabilities = tf.nn.softmax(sorted_logits)
+        # Keep a token if the mass before it is below p (the first always stays).
+        mass_before = tf.cumsum(probabilities, axis=-1, exclusive=True)
+        sorted_logits = tf.where(mass_before < self.p, sorted_logits, _NEG_INF)
+        choice = _categorical(sorted_logits, seed)
+        return tf.gather(sorted_ids, choice, batch_dims=1)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}
+
+
+class BeamSampler(Sampler):
+    """Beam search over `num_beams` hypotheses; returns the best one per row."""
+
+    def __init__(self, num_beams=4, temperature=1.0, seed=None):
+        super().__init__(temperature, seed)
+        self.num_beams = num_beams
+
+    def sample(self, logits, seed):
+        raise TypeError("beam search scores whole hypotheses; decode() runs it")
+
+    def get_config(self):
+        return {**super().get_config(), "num_beams": self.num_beams}
+
+
+SAMPLERS = {"greedy": GreedySampler, "top_k": TopKSampler, "top_p": TopPSampler, "beam": BeamSampler}
+
+
+def get_sampler(sampler, **kwargs):
+    """A `Sampler` from a name ("greedy", "top_k", "top_p", "beam") or an instance."""
+    if isinstance(sampler, Sampler):
+        return sampler
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
+    return SAMPLERS[sampler](**kwargs)
+
+
+def decode(
+    next_logits, token_ids, prompt_mask, cache, sampler, stop_token_id=None, pad_token_id=0, seed=0
+):
+    """Fills the non-prompt positions of `token_ids` one token at a time.
+
+    Args:
+        next_logits: `(token_ids, cache, index) -> (logits [batch, vocab], cache)`.
+        token_ids: int32 [batch, total_length], prompts right-padded.
+        prompt_mask: bool [batch, total_length], True on prompt tokens; every
+            row needs at least one prompt token.
+        cache: the model's empty cache with batch `batch` (beam search tiles it).
+        sampler: a `Sampler`.
+        stop_token_id: optional; a row stops after generating it and the rest
+            of the row becomes `pad_token_id`.
+        seed: int32 scalar; with the step number it seeds stateless sampling.
+
+    Returns:
+        int32 [batch, total_length].
+    """
+    if isinstance(sampler, BeamSampler):
+        return _beam_search(
+            next_logits, token_ids, prompt_mask, cache, sampler, stop_token_id, pad_token_id
+        )
+    total_length = tf.shape(token_ids)[1]
+    # Positions a stopped row never reaches must hold padding, not leftovers.
+    token_ids = tf.where(prompt_mask, token_ids, pad_token_id)
+    start = tf.reduce_min(tf.reduce_sum(tf.cast(prompt_mask, tf.int32), axis=1))
+    logits, cache = next_logits(token_ids[:, :start], cache, 0)
+    done = tf.zeros(tf.shape(token_ids)[:1], tf.bool)
+
+    def write(token_ids, done, logits, index):
+        """Puts the sampled token at `index` unless the prompt already has one."""
+        in_prompt = prompt_mask[:, index]
+        sampled = tf.where(done, pad_token_id, sampler(logits, tf.stack([seed, index])))
+        column = tf.where(in_prompt, token_ids[:, index], sampled)
+        if stop_token_id is not None:
+            done = done | (~in_prompt & tf.equal(column, stop_token_id))
+        token_ids = tf.tensor_scatter_nd_update(
+            tf.transpose(token_ids), [[index]], column[None, :]
+        )
+        return tf.transpose(token_ids), done
+
+    token_ids, done = write(token_ids, done, logits, start)
+
+    def cond(index, token_ids, cache, done):
+        return (index < total_length - 1) & ~tf.reduce_all(done)
+
+    def body(index, token_ids, cache, done):
+        logits, cache = next_logits(token_ids[:, index : index + 1], cache, index)
+        token_ids, done = write(token_ids, done, logits, index + 1)
+        return index + 1, token_ids, cache, done
+
+    _, token_ids, _, _ = tf.while_loop(cond, body, (start, token_ids, cache, done))
+    return token_ids
+
+
+def _beam_search(next_logits, token_ids, prompt_mask, cache, sampler, stop_token_id, pad_token_id):
+    """Beam search with forced prompt tokens; beams live in a [batch * beams] batch."""
+    beams = sampler.num_beams
+    batch = tf.shape(token_ids)[0]
+    total_length = tf.shape(token_ids)[1]
+
+    def tile(x):  # [batch, ...] -> [batch * beams, ...], beams of a row adjacent
+        return tf.repeat(x, beams, axis=0)
+
+    token_ids = tf.where(prompt_mask, token_ids, pad_token_id)
+    token_ids, prompt_mask = tile(token_ids), tile(prompt_mask)
+    cache = tf.nest.map_structure(tile, cache)
+    # Only the first beam of each row is alive at first: the others start at -inf
+    # so the first expansion picks `beams` different tokens from beam 0.
+    scores = tf.tile(tf.concat([[0.0], tf.fill([beams - 1], _NEG_INF)], 0), [batch])
+    finished = tf.zeros([batch * beams], tf.bool)
+    start = tf.reduce_min(tf.reduce_sum(tf.cast(prompt_mask, tf.int32), axis=1))
+    logits, cache = next_logits(token_ids[:, :start], cache, 0)
+
+    def step(index, token_ids, cache, scores, finished, logits):
+        log_probs = tf.nn.log_softmax(ops.cast(logits, "float32") / sampler.temperature)
+        vocab = tf.shape(log_probs)[-1]
+        in_prompt = prompt_mask[:, index]
+        forced = tf.where(in_prompt, token_ids[:, index], pad_token_id)
+        # A prompt position or a finished beam may only continue with one token, at no cost.
+        one_token = tf.where(tf.one_hot(forced, vocab) > 0, 0.0, _NEG_INF)
+        log_probs = tf.where((in_prompt | finished)[:, None], one_token, log_probs)
+        candidates = tf.reshape(scores[:, None] + log_probs, [batch, beams * vocab])
+        top_scores, top_index = tf.math.top_k(candidates, k=beams)
+        source_beam = top_index // vocab + tf.range(batch)[:, None] * beams
+        source_beam = tf.reshape(source_beam, [-1])
+        new_tokens = tf.reshape(top_index % vocab, [-1])
+        token_ids = tf.gather(token_ids, source_beam)
+        token_ids = tf.transpose(
+            tf.tensor_scatter_nd_update(tf.transpose(token_ids), [[index]], new_tokens[None, :])
+        )
+        finished = tf.gather(finished, source_beam)
+        if stop_token_id is not None:
+            finished = finished | (~in_prompt & tf.equal(new_tokens, stop_token_id))
+        cache = tf.nest.map_structure(lambda c: tf.gather(c, source_beam), cache)
+        return token_ids, cache, tf.reshape(top_scores, [-1]), finished
+
+    token_ids, cache, scores, finished = step(start, token_ids, cache, scores, finished, logits)
+
+    def cond(index, token_ids, cache, scores, finished):
+        return (index < total_length - 1) & ~tf.reduce_all(finished)
+
+    def body(index, token_ids, cache, scores, finished):
+        logits, cache = next_logits(token_ids[:, index : index + 1], cache, index)
+        token_ids, cache, scores, finished = step(
+            index + 1, token_ids, cache, scores, finished, logits
+        )
+        return index + 1, token_ids, cache, scores, finished
+
+    _, token_ids, _, scores, _ = tf.while_loop(
+        cond, body, (start, token_ids, cache, scores, finished)
+    )
+    best = tf.argmax(tf.reshape(scores, [batch, beams]), axis=1, output_type=tf.int32)
+    return tf.gather(tf.reshape(token_ids, [batch, beams, -1]), best, batch_dims=1)

@@ -1,0 +1,131 @@
+"""Multi-head attention with padding/causal masks and a key/value cache."""
+
+import math
+
+import keras
+from keras import ops
+
+
+def default_initializer(stddev=0.02):
+    """BERT and GPT-2 initialise every kernel from N(0, 0.02) truncated."""
+    return keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="tfplm")
+class MultiHeadAttention(keras.layers.Layer):
+    """Scaled dot-product attention over `num_heads` heads (Vaswani et al., 2017).
+
+    Self-attention when `value` is omitted, cross-attention otherwise. For
+    incremental decoding pass a `cache` of shape [batch, 2, max_length, heads,
+    head_size] (keys, values):
+
+    * self-attention: the keys/values of the new tokens are written into the
+      cache at `cache_update_index` and the query attends over the whole cache
+      (mask the unwritten part with `attention_mask`);
+    * cross-attention: pass the cache from `compute_cross_attention_cache` and
+      no `cache_update_index`; the encoder keys/values are then reused.
+
+    Args:
+        num_heads: number of attention heads.
+        head_size: size of each head; the input width must equal
+            `num_heads * head_size`.
+        dropout: dropout rate on the attention probabilities.
+        kernel_initializer: initializer of the projection kernels.
+
+    Example:
+    >>> attention = MultiHeadAttention(num_heads=2, head_size=8)
+    >>> attention(keras.ops.zeros((1, 4, 16))).shape
+    (1, 4, 16)
+    """
+
+    def __init__(self, num_heads, head_size, dropout=0.0, kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_size = head_size
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or default_initializer()
+        )
+
+    def build(self, query_shape, value_shape=None):
+        width = self.num_heads * self.head_size
+        value_shape = value_shape or query_shape
+
+        def projection(name, input_shape, units):
+            layer = keras.layers.Dense(
+                units,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            layer.build(input_shape)
+            return layer
+
+        self.query_dense = projection("query", query_shape, width)
+        self.key_dense = projection("key", value_shape, width)
+        self.value_dense = projection("value", value_shape, width)
+        self.output_dense = projection("output", (*query_shape[:-1], width), query_shape[-1])
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.built = True
+
+    def _split_heads(self, x):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.reshape(x, (batch, length, self.num_heads, self.head_size))
+
+    def compute_cross_attention_cache(self, value):
+        """Encoder keys and values, [batch, 2, length, heads, head_size]."""
+        key = self._split_heads(self.key_dense(value))
+        value = self._split_heads(self.value_dense(value))
+        return ops.stack([key, value], axis=1)
+
+    def call(
+        self,
+        query,
+        value=None,
+        attention_mask=None,
+        cache=None,
+        cache_update_index=None,
+        training=None,
+    ):
+        is_cross_attention_cache = cache is not None and cache_update_index is None
+        if is_cross_attention_cache:
+            key, value = cache[:, 0], cache[:, 1]
+        else:
+            source = query if value is None else value
+            key = self._split_heads(self.key_dense(source))
+            value = self._split_heads(self.value_dense(source))
+            if cache is not None:
+                start = [0, cache_update_index, 0, 0]
+                key = ops.slice_update(cache[:, 0], start, key)
+                value = ops.slice_update(cache[:, 1], start, value)
+                cache = ops.stack([key, value], axis=1)
+
+        query = self._split_heads(self.query_dense(query))
+        scores = ops.einsum("btnh,bsnh->bnts", query, key)
+        # Softmax in float32: large negative mask values overflow float16.
+        scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
+        if attention_mask is not None:
+            mask = ops.cast(attention_mask, "bool")[:, None, :, :]
+            scores = ops.where(mask, scores, -1e9)
+        probabilities = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        probabilities = self.dropout_layer(probabilities, training=training)
+        context = ops.einsum("bnts,bsnh->btnh", probabilities, value)
+        batch, length = ops.shape(context)[0], ops.shape(context)[1]
+        context = ops.reshape(context, (batch, length, self.num_heads * self.head_size))
+        output = self.output_dense(context)
+        if cache is not None and not is_cross_attention_cache:
+            return output, cache
+        return output
+
+    def compute_output_shape(self, query_shape, value_shape=None):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            head_size=self.head_size,
+            dropout=self.dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
