@@ -1,0 +1,57 @@
+"""BERT's optimizer: warmup then linear decay, decoupled weight decay with exclusions."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfplm.training import optimization
+
+
+def test_schedule_warms_up_linearly_then_decays_linearly_to_the_end():
+    config = optimization.OptimizerConfig(learning_rate=1e-3, warmup_steps=10)
+    schedule = optimization.learning_rate_schedule(config, total_steps=110)
+    lr = [float(schedule(step)) for step in range(111)]
+    np.testing.assert_allclose(lr[:11], np.linspace(0, 1e-3, 11), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(lr[10:], np.linspace(1e-3, 0, 101), rtol=1e-4, atol=1e-9)
+
+
+def test_warmup_fraction_sets_warmup_steps():
+    config = optimization.OptimizerConfig(learning_rate=2.0, warmup_fraction=0.25)
+    schedule = optimization.learning_rate_schedule(config, total_steps=40)
+    assert float(schedule(5)) == pytest.approx(1.0)
+    assert float(schedule(10)) == pytest.approx(2.0)
+
+
+def test_schedule_survives_serialization():
+    config = optimization.OptimizerConfig(learning_rate=1e-3, warmup_steps=3, decay="polynomial", power=2.0)
+    schedule = optimization.learning_rate_schedule(config, total_steps=20)
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    for step in (0, 2, 3, 10, 19):
+        assert float(restored(step)) == pytest.approx(float(schedule(step)))
+
+
+def test_weight_decay_skips_biases_and_layer_norm():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.LayerNormalization()])
+    for w in model.weights:
+        w.assign(np.ones(w.shape))
+    config = optimization.OptimizerConfig(learning_rate=0.1, warmup_steps=0, decay="constant", weight_decay=0.5)
+    optimizer = optimization.build_optimizer(config, total_steps=10)
+    zeros = [np.zeros(w.shape, "float32") for w in model.trainable_weights]
+    optimizer.apply_gradients(zip(zeros, model.trainable_weights))
+    after = {w.path: w.numpy() for w in model.trainable_weights}
+    np.testing.assert_allclose(after["sequential/dense/kernel"], 1 - 0.1 * 0.5)  # decayed
+    for name in ("sequential/dense/bias", "sequential/layer_normalization/gamma", "sequential/layer_normalization/beta"):
+        np.testing.assert_allclose(after[name], 1.0)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_optimizers_clip_the_global_norm(name):
+    optimizer = optimization.build_optimizer(optimization.OptimizerConfig(name=name, clipnorm=1.0), 10)
+    assert optimizer.global_clipnorm == 1.0
+
+
+def test_bad_optimizer_names_are_clear_errors():
+    with pytest.raises(ValueError, match="optimizer.name='sgdd'"):
+        optimization.build_optimizer(optimization.OptimizerConfig(name="sgdd"), 10)
+    with pytest.raises(ValueError, match="optimizer.decay='cosine'"):
+        optimization.learning_rate_schedule(optimization.OptimizerConfig(decay="cosine"), 10)

@@ -1,0 +1,154 @@
+"""Runs an experiment with Keras `fit`/`evaluate` under a tf.distribute strategy.
+
+Checkpoints go through `tf.train.CheckpointManager` (keeping the last N) every
+`steps_per_loop` steps; running the same command again restores the latest
+one — weights, optimizer slots and step counter, hence the learning-rate
+position — and continues where it stopped. Checkpoint writes are atomic, so a
+preempted job resumes from its last complete checkpoint.
+"""
+
+import json
+import math
+import os
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfplm import config as config_lib
+from tfplm.training.distribute import make_strategy, set_precision
+
+MODES = ("train", "eval", "train_and_eval")
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+    )
+
+
+class TrainingLogger(keras.callbacks.Callback):
+    """Per loop: a progress line, TensorBoard scalars (losses, metrics, learning
+    rate, examples/s) and a checkpoint."""
+
+    def __init__(self, manager, summary_dir, global_batch_size, steps_per_loop):
+        super().__init__()
+        self.manager = manager
+        self.writer = tf.summary.create_file_writer(summary_dir)
+        self.global_batch_size = global_batch_size
+        self.steps_per_loop = steps_per_loop
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        elapsed = time.perf_counter() - self._start
+        scalars = {k: float(v) for k, v in (logs or {}).items()}
+        scalars["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        scalars["examples_per_second"] = self.steps_per_loop * self.global_batch_size / elapsed
+        with self.writer.as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+        self.writer.flush()
+        logging.info(
+            "step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
+        )
+        self.manager.save(checkpoint_number=step)
+
+
+def _restore(manager, model):
+    """Restores the latest checkpoint, if any; returns its step (0 if none)."""
+    if manager.latest_checkpoint:
+        model.optimizer.build(model.trainable_variables)
+        manager.checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        logging.info("restored %s", manager.latest_checkpoint)
+    return int(model.optimizer.iterations.numpy())
+
+
+def run_experiment(task, mode, model_dir, strategy=None):
+    """Trains and/or evaluates `task`, writing everything under `model_dir`.
+
+    Args:
+        task: a `tfplm.tasks.Task` whose `config` is an `ExperimentConfig`.
+        mode: "train", "eval" or "train_and_eval".
+        model_dir: checkpoints, TensorBoard logs, config.yaml, eval_results.json.
+        strategy: a tf.distribute strategy; default: the one the config names.
+
+    Returns:
+        dict of evaluation metrics (empty for mode="train").
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; expected one of {', '.join(MODES)}")
+    config = task.config
+    set_precision(config.runtime.mixed_precision)
+    strategy = strategy or make_strategy(config.runtime.distribution_strategy, config.runtime.tpu)
+    write_dir = model_dir if _is_chief(strategy) else tempfile.mkdtemp()
+    os.makedirs(write_dir, exist_ok=True)
+    if _is_chief(strategy):
+        config_lib.save_yaml(config, os.path.join(model_dir, "config.yaml"))
+
+    with strategy.scope():
+        model = task.build_model()
+        task.compile(model)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        manager = tf.train.CheckpointManager(
+            checkpoint,
+            os.path.join(write_dir, "checkpoints"),
+            max_to_keep=config.trainer.max_checkpoints_to_keep,
+        )
+        step = _restore(manager, model)
+
+    results = {}
+    if mode in ("train", "train_and_eval"):
+        trainer = config.trainer
+        steps_per_loop = min(trainer.steps_per_loop, trainer.train_steps)
+        epochs = math.ceil(trainer.train_steps / steps_per_loop)
+        if step >= trainer.train_steps:
+            logging.info("already trained %d of %d steps", step, trainer.train_steps)
+        else:
+            dataset = strategy.distribute_datasets_from_function(
+                lambda context: task.build_inputs("train", context)
+            )
+            logger = TrainingLogger(
+                manager,
+                os.path.join(write_dir, "logs", "train"),
+                task.global_batch_size("train"),
+                steps_per_loop,
+            )
+            model.fit(
+                dataset,
+                epochs=epochs,
+                initial_epoch=step // steps_per_loop,
+                steps_per_epoch=steps_per_loop,
+                callbacks=[logger],
+                verbose=0,
+            )
+    if mode in ("eval", "train_and_eval"):
+        results = evaluate(task, model, strategy, write_dir)
+    return results
+
+
+def evaluate(task, model, strategy, model_dir):
+    """Evaluates on the "validation" split; writes eval_results.json."""
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: task.build_inputs("validation", context)
+    )
+    steps = task.config.trainer.eval_steps or None
+    metrics = model.evaluate(dataset, steps=steps, return_dict=True, verbose=0)
+    results = {
+        "step": int(model.optimizer.iterations.numpy()),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "data": task.describe_inputs("validation"),
+    }
+    with open(os.path.join(model_dir, "eval_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    logging.info("eval at step %d: %s", results["step"], results["metrics"])
+    return results
