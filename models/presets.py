@@ -137,3 +137,23 @@ def flops_per_token(preset, training=False, seq_length=None):
     layers = c.get("num_layers") or (c["num_encoder_layers"] + c["num_decoder_layers"])
     forward = 2 * parameter_count(preset, embeddings=False) + 4 * layers * seq_length * c["hidden_size"]
     return 3 * forward if training else forward
+
+
+def zoo_table():
+    """The README's zoo table (markdown), computed from the presets."""
+    rows = [
+        "| preset | family | layers | hidden | heads | parameters | non-embedding | "
+        "MFLOP/token (inference) | MFLOP/token (training) | at length |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for preset in PRESETS.values():
+        c = preset.config
+        layers = c.get("num_layers") or f'{c["num_encoder_layers"]}+{c["num_decoder_layers"]}'
+        rows.append(
+            f"| `{preset.name}` | {preset.family} | {layers} | {c['hidden_size']} | "
+            f"{c['num_heads']} | {parameter_count(preset) / 1e6:.1f}M | "
+            f"{parameter_count(preset, embeddings=False) / 1e6:.1f}M | "
+            f"{flops_per_token(preset) / 1e6:.1f} | "
+            f"{flops_per_token(preset, training=True) / 1e6:.1f} | {preset.seq_length} |"
+        )
+    return "\n".join(rows)

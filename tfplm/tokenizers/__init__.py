@@ -1,0 +1,23 @@
+"""Tokenizers that run as TensorFlow ops: in tf.data, in SavedModels, in TFLite."""
+
+from tfplm.tokenizers.subword import GPT2Tokenizer, SentencePieceTokenizer
+from tfplm.tokenizers.vocab import build_wordpiece_vocab, train_sentencepiece
+from tfplm.tokenizers.wordpiece import (
+    SPECIAL_TOKENS,
+    BertPacker,
+    BertPreprocessor,
+    WordPieceTokenizer,
+    read_vocabulary,
+)
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "BertPacker",
+    "BertPreprocessor",
+    "GPT2Tokenizer",
+    "SentencePieceTokenizer",
+    "WordPieceTokenizer",
+    "build_wordpiece_vocab",
+    "read_vocabulary",
+    "train_sentencepiece",
+]

@@ -1,0 +1,216 @@
+"""Tokenizers: parity with Hugging Face `tokenizers`, packing, vocab learning, serialization."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tokenizers as hf_tokenizers
+
+from tfplm.tokenizers import (
+    BertPacker,
+    BertPreprocessor,
+    GPT2Tokenizer,
+    SentencePieceTokenizer,
+    WordPieceTokenizer,
+    build_wordpiece_vocab,
+    train_sentencepiece,
+)
+
+EDGE_CASES = [
+    "",
+    "   \t\n ",
+    "Café, naïve, Ångström, résumé — déjà vu!",
+    "中文字符 and 日本語のテキスト, 한국어",
+    "emoji 😀👍🏽 and symbols ½ ² ﬁ ™ ©",
+    "the [MASK] sat on the [MASK].[SEP]x",
+    "[mask] is not special, [MASK] is",
+    "punctuation!!!???...---(((",
+    "control\x00chars\x07 and zero\u200bwidth soft\u00adhyphen",
+    "İstanbul ǅungla Straße",
+    "word " * 4000,  # 20k characters
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizers(minilm_dir):
+    reference = hf_tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    reference.no_padding()
+    reference.no_truncation()
+    return WordPieceTokenizer(str(minilm_dir / "vocab.txt")), reference
+
+
+def test_real_vocab_has_30522_entries(minilm_tokenizers):
+    assert minilm_tokenizers[0].vocabulary_size() == 30522
+
+
+def test_wordpiece_matches_hugging_face_on_real_sentences(minilm_tokenizers, test_data_dir):
+    tokenizer, reference = minilm_tokenizers
+    sentences = (test_data_dir / "sentences.txt").read_text(encoding="utf-8").splitlines()
+    assert len(sentences) >= 1000
+    ours = tokenizer(tf.constant(sentences)).to_list()
+    theirs = [e.ids for e in reference.encode_batch(sentences, add_special_tokens=False)]
+    mismatches = [(s, a, b) for s, a, b in zip(sentences, ours, theirs) if a != b]
+    assert not mismatches, mismatches[:3]
+
+
+@pytest.mark.parametrize("text", EDGE_CASES, ids=range(len(EDGE_CASES)))
+def test_wordpiece_matches_hugging_face_on_edge_cases(minilm_tokenizers, text):
+    tokenizer, reference = minilm_tokenizers
+    assert tokenizer(tf.constant([text])).to_list()[0] == reference.encode(text, add_special_tokens=False).ids
+
+
+def test_invalid_utf8_is_repaired_not_fatal(minilm_tokenizers):
+    tokenizer, _ = minilm_tokenizers
+    ids = tokenizer(tf.constant([b"ok \xff\xfe bytes \xc3"])).to_list()[0]
+    assert ids == tokenizer(tf.constant(["ok bytes"])).to_list()[0]
+
+
+def test_scalar_input_gives_a_flat_tensor(minilm_tokenizers):
+    tokenizer, reference = minilm_tokenizers
+    ids = tokenizer.tokenize(tf.constant("hello world"))
+    assert ids.shape.rank == 1
+    assert ids.numpy().tolist() == reference.encode("hello world", add_special_tokens=False).ids
+
+
+def test_detokenize_joins_wordpieces(minilm_tokenizers):
+    tokenizer, _ = minilm_tokenizers
+    ids = tokenizer(tf.constant(["Tokenization isn't trivial"]))
+    assert tokenizer.detokenize(ids).numpy()[0] == b"tokenization isn ' t trivial"
+
+
+def test_special_token_ids_and_lookups(minilm_tokenizers):
+    tokenizer, reference = minilm_tokenizers
+    for name in ("pad", "unk", "cls", "sep", "mask"):
+        token = f"[{name.upper()}]"
+        assert getattr(tokenizer, f"{name}_token_id") == reference.token_to_id(token)
+        assert tokenizer.id_to_token(reference.token_to_id(token)) == token
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tokenizer.token_to_id("qwertyuiop")
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d", "e", "##s"]
+
+
+def ragged(rows):
+    return tf.ragged.constant(rows, dtype=tf.int32)
+
+
+def test_packer_single_segment_adds_cls_sep_and_pads():
+    packer = BertPacker(seq_length=6, cls_token_id=2, sep_token_id=3, pad_token_id=0)
+    out = {k: v.numpy().tolist() for k, v in packer(ragged([[5, 6], [7, 8, 9, 10, 5, 6]])).items()}
+    assert out["input_word_ids"] == [[2, 5, 6, 3, 0, 0], [2, 7, 8, 9, 10, 3]]
+    assert out["input_mask"] == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]
+    assert out["input_type_ids"] == [[0] * 6, [0] * 6]
+
+
+def test_packer_trims_pairs_round_robin():
+    packer = BertPacker(seq_length=9, cls_token_id=2, sep_token_id=3)
+    a = ragged([[11, 12, 13, 14, 15], [11], [11, 12, 13, 14, 15, 16]])
+    b = ragged([[21, 22, 23, 24, 25], [21, 22, 23, 24, 25, 26, 27], [21, 22]])
+    out = packer([a, b])
+    # Budget 9 - 3 specials = 6 tokens, one from each segment in turn.
+    assert out["input_word_ids"].numpy().tolist() == [
+        [2, 11, 12, 13, 3, 21, 22, 23, 3],
+        [2, 11, 3, 21, 22, 23, 24, 25, 3],
+        [2, 11, 12, 13, 14, 3, 21, 22, 3],
+    ]
+    assert out["input_type_ids"].numpy().tolist()[0] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_preprocessor_packs_text_pairs():
+    preprocessor = BertPreprocessor(WordPieceTokenizer(TINY_VOCAB), seq_length=8)
+    out = preprocessor((tf.constant(["a bs"]), tf.constant(["C d x"])))
+    assert out["input_word_ids"].numpy().tolist() == [[2, 5, 6, 10, 3, 7, 8, 3]]
+    assert out["input_mask"].numpy().tolist() == [[1] * 8]
+
+
+def test_tokenizer_runs_in_tf_data_and_tf_function(minilm_tokenizers):
+    tokenizer, reference = minilm_tokenizers
+    preprocessor = BertPreprocessor(tokenizer, seq_length=16)
+    texts = ["hello there", "the quick brown fox jumps"]
+    dataset = tf.data.Dataset.from_tensor_slices(texts).batch(2).map(preprocessor)
+    from_data = next(iter(dataset))["input_word_ids"].numpy()
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve(text):
+        return preprocessor(text)["input_word_ids"]
+
+    np.testing.assert_array_equal(serve(tf.constant(texts)).numpy(), from_data)
+    assert from_data[1, : len(reference.encode(texts[1]).ids)].tolist() == reference.encode(texts[1]).ids
+
+
+def test_preprocessor_survives_a_keras_file_round_trip(tmp_path):
+    inputs = keras.Input(shape=(), dtype="string")
+    preprocessor = BertPreprocessor(WordPieceTokenizer(TINY_VOCAB), seq_length=6)
+    model = keras.Model(inputs, preprocessor(inputs))
+    model.save(tmp_path / "p.keras")
+    restored = keras.models.load_model(tmp_path / "p.keras")
+    text = tf.constant(["a b c", "d e"])
+    for key, value in model(text).items():
+        np.testing.assert_array_equal(value, restored(text)[key])
+
+
+def test_missing_or_empty_vocab_files_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        WordPieceTokenizer(str(tmp_path / "nope.txt"))
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="has 0 lines; expected one token per line"):
+        WordPieceTokenizer(str(tmp_path / "empty.txt"))
+    with pytest.raises(ValueError, match=r"lacks the special token\(s\) \['\[MASK\]'\]"):
+        WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"])
+
+
+def test_learned_vocab_starts_with_reserved_tokens_and_covers_its_text(test_data_dir):
+    sentences = (test_data_dir / "sentences.txt").read_text(encoding="utf-8").splitlines()[:400]
+    vocabulary = build_wordpiece_vocab(sentences, vocab_size=800)
+    assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert 500 < len(vocabulary) <= 800
+    ids = WordPieceTokenizer(vocabulary).tokenize(tf.constant(sentences)).flat_values.numpy()
+    assert np.mean(ids == 1) < 0.01  # almost no [UNK]
+
+
+@pytest.fixture(scope="module")
+def byte_level_bpe(tmp_path_factory, test_data_dir):
+    """A small GPT-2 style vocab learned by Hugging Face's ByteLevelBPE trainer."""
+    directory = tmp_path_factory.mktemp("bpe")
+    sentences = (test_data_dir / "sentences.txt").read_text(encoding="utf-8").splitlines()
+    trainer = hf_tokenizers.ByteLevelBPETokenizer()
+    trainer.train_from_iterator(sentences, vocab_size=600, special_tokens=["<|endoftext|>"])
+    trainer.save_model(str(directory))
+    return directory, sentences
+
+
+def test_gpt2_bpe_matches_hugging_face_and_round_trips(byte_level_bpe):
+    directory, sentences = byte_level_bpe
+    ours = GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    reference = hf_tokenizers.ByteLevelBPETokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    sample = sentences[:200] + ["Hello  world\n\ttabs", "emoji 😀 ok", "<|endoftext|>next doc"]
+    ids = ours(tf.constant(sample)).to_list()
+    assert ids[:200] == [e.ids for e in reference.encode_batch(sentences[:200])]
+    assert ids[-1][0] == ours.end_token_id
+    decoded = [t.decode("utf-8") for t in ours.detokenize(tf.ragged.constant(ids)).numpy()]
+    assert decoded == sample
+
+
+def test_gpt2_vocabulary_files_round_trip(byte_level_bpe, tmp_path):
+    directory, sentences = byte_level_bpe
+    ours = GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    ours.save_vocabulary(str(tmp_path))
+    again = GPT2Tokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    assert again(tf.constant(sentences[:50])).to_list() == ours(tf.constant(sentences[:50])).to_list()
+    assert json.loads((tmp_path / "vocab.json").read_text())["<|endoftext|>"] == ours.end_token_id
+
+
+def test_sentencepiece_matches_the_sentencepiece_library(tmp_path, test_data_dir):
+    import sentencepiece
+
+    sentences = (test_data_dir / "sentences.txt").read_text(encoding="utf-8").splitlines()
+    path = train_sentencepiece(sentences, vocab_size=500, output_prefix=str(tmp_path / "spm"))
+    ours = SentencePieceTokenizer(proto=path)
+    reference = sentencepiece.SentencePieceProcessor(model_file=path)
+    ids = ours(tf.constant(sentences[:100])).to_list()
+    assert ids == reference.encode(sentences[:100])
+    decoded = [t.decode("utf-8") for t in ours.detokenize(tf.ragged.constant(ids)).numpy()]
+    assert decoded == reference.decode(ids)

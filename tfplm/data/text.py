@@ -1,0 +1,65 @@
+"""Reading raw text: Project Gutenberg clean-up, documents, sentences."""
+
+import glob
+import re
+
+# Project Gutenberg wraps every book in a header and a licence:
+#   *** START OF THE PROJECT GUTENBERG EBOOK EMMA ***  ...  *** END OF THE ...
+_GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+_GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+# A sentence ends at . ! or ? (possibly followed by closing quotes/brackets) and a space.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*[A-Z0-9])")
+_ABBREVIATIONS = re.compile(r"\b(Mr|Mrs|Ms|Dr|St|Jr|Sr|Mme|Mlle|Messrs|Capt|Col|Gen|Rev|Prof|vs|etc|i\.e|e\.g)\.$")
+
+
+def strip_gutenberg(text):
+    """Removes a UTF-8 BOM and a Project Gutenberg header and licence, if present."""
+    text = text.lstrip("\ufeff")
+    start = _GUTENBERG_START.search(text)
+    if start:
+        text = text[start.end():]
+    end = _GUTENBERG_END.search(text)
+    if end:
+        text = text[: end.start()]
+    return text.strip()
+
+
+def read_text(path):
+    """A text file's contents without BOM or Gutenberg boilerplate."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        return strip_gutenberg(f.read())
+
+
+def expand_files(pattern):
+    """Sorted files matching a glob (or comma-separated globs); an error if none."""
+    files = sorted({f for p in pattern.split(",") for f in glob.glob(p.strip())})
+    if not files:
+        raise ValueError(f"no files match {pattern!r}")
+    return files
+
+
+def paragraphs(text):
+    """Blank-line-separated blocks of `text`, each joined into one line."""
+    for block in re.split(r"\n\s*\n", text):
+        line = " ".join(block.split())
+        if line:
+            yield line
+
+
+def split_sentences(paragraph):
+    """A paragraph of prose split into sentences (a rule-based splitter for English)."""
+    sentences, current = [], ""
+    for piece in _SENTENCE_END.split(paragraph):
+        current = f"{current} {piece}".strip() if current else piece.strip()
+        if not _ABBREVIATIONS.search(current):
+            sentences.append(current)
+            current = ""
+    if current:
+        sentences.append(current)
+    return [s for s in sentences if s]
+
+
+def iter_lines(files):
+    """Every non-empty line (a paragraph for prose files) of the files, cleaned."""
+    for path in files:
+        yield from paragraphs(read_text(path))

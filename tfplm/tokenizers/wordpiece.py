@@ -1,0 +1,294 @@
+"""BERT's WordPiece tokenizer and input packer, in TensorFlow ops (tf.data and SavedModel)."""
+
+import os
+
+import keras
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_SPECIAL_PATTERN = "|".join(r"\[" + token[1:-1] + r"\]" for token in SPECIAL_TOKENS)
+# Control and format characters (but whitespace) and U+FFFD: BERT deletes them.
+_CONTROL_PATTERN = r"[^\P{C}\t\n\r]|\x{FFFD}"
+
+
+def read_vocabulary(path):
+    """The tokens of a vocab file, one per line; a clear error if it is unusable."""
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"vocab file {path!r} does not exist; pass a vocab.txt with one token per line")
+    with tf.io.gfile.GFile(path) as f:
+        tokens = f.read().splitlines()
+    while tokens and not tokens[-1]:
+        tokens.pop()
+    if not tokens:
+        raise ValueError(f"vocab file {path!r} has 0 lines; expected one token per line")
+    return tokens
+
+
+def clean_text(text):
+    """Repairs invalid UTF-8 and deletes control characters (NUL included: some
+    tensorflow_text ops would stop reading at it)."""
+    text = tf_text.coerce_to_structurally_valid_utf8(text)
+    return tf.strings.regex_replace(text, _CONTROL_PATTERN, "")
+
+
+def normalize_bert_text(text, lowercase):
+    """BERT's normalization of cleaned text (as Hugging Face's BertNormalizer).
+
+    Maps whitespace to spaces and, for uncased vocabularies, strips accents
+    (NFD, drop combining marks) and lower-cases. CJK characters and
+    punctuation are split later by the WordPiece model.
+    """
+    text = tf.strings.regex_replace(text, r"\s", " ")
+    if lowercase:
+        text = tf_text.normalize_utf8(text, "NFD")
+        text = tf.strings.regex_replace(text, r"\p{Mn}", "")
+        text = tf.strings.lower(text, encoding="utf-8")
+    return text
+
+
+@keras.saving.register_keras_serializable(package="tfplm")
+class WordPieceTokenizer(keras.layers.Layer):
+    """BERT's WordPiece tokenizer: normalization, punctuation/CJK splitting, WordPiece.
+
+    Uses tensorflow_text's FastBertTokenizer for splitting and WordPiece, after
+    the normalization BERT uses (`normalize_bert_text`). Special tokens such as
+    "[MASK]" written in the text become their own ids, as in the reference
+    tokenizer. Works eagerly, in tf.data and inside SavedModel graphs.
+
+    Args:
+        vocabulary: a vocab.txt path or a list of tokens (one id per line).
+        lowercase: the vocabulary is uncased: lower-case and strip accents.
+
+    Example:
+    >>> tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+    ...     "[MASK]", "the", "cat", "##s"])
+    >>> tokenizer(tf.constant(["The cats"])).to_list()
+    [[5, 6, 7]]
+    """
+
+    def __init__(self, vocabulary=None, lowercase=True, **kwargs):
+        kwargs.setdefault("dtype", "int32")
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.lowercase = lowercase
+        self._vocabulary = None
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+
+    def set_vocabulary(self, vocabulary):
+        tokens = read_vocabulary(vocabulary) if isinstance(vocabulary, (str, os.PathLike)) else list(vocabulary)
+        if not tokens:
+            raise ValueError("the vocabulary is empty; expected a list of tokens")
+        missing = [t for t in SPECIAL_TOKENS if t not in tokens]
+        if missing:
+            raise ValueError(f"the vocabulary lacks the special token(s) {missing}; BERT needs {list(SPECIAL_TOKENS)}")
+        self._vocabulary = tokens
+        self._token_to_id = {t: i for i, t in enumerate(tokens)}
+        self._wordpiece = tf_text.FastBertTokenizer(
+            vocab=tokens, token_out_type=tf.int32, unknown_token="[UNK]"
+        )
+        self._id_to_token_table = tf.constant(tokens)
+        self._special_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                list(SPECIAL_TOKENS), [self._token_to_id[t] for t in SPECIAL_TOKENS], value_dtype=tf.int32
+            ),
+            default_value=-1,
+        )
+
+    def _check_vocabulary(self):
+        if self._vocabulary is None:
+            raise ValueError("this tokenizer has no vocabulary yet; pass `vocabulary=`")
+
+    def get_vocabulary(self):
+        self._check_vocabulary()
+        return list(self._vocabulary)
+
+    def vocabulary_size(self):
+        self._check_vocabulary()
+        return len(self._vocabulary)
+
+    def token_to_id(self, token):
+        if token not in self._token_to_id:
+            raise ValueError(f"token {token!r} is not in the vocabulary")
+        return self._token_to_id[token]
+
+    def id_to_token(self, token_id):
+        if not 0 <= token_id < self.vocabulary_size():
+            raise ValueError(f"id {token_id} is outside the vocabulary [0, {self.vocabulary_size()})")
+        return self._vocabulary[token_id]
+
+    pad_token_id = property(lambda self: self.token_to_id("[PAD]"))
+    unk_token_id = property(lambda self: self.token_to_id("[UNK]"))
+    cls_token_id = property(lambda self: self.token_to_id("[CLS]"))
+    sep_token_id = property(lambda self: self.token_to_id("[SEP]"))
+    mask_token_id = property(lambda self: self.token_to_id("[MASK]"))
+
+    def tokenize(self, strings):
+        """tf.string [batch] → int32 RaggedTensor [batch, None]; a scalar → int32 [None]."""
+        self._check_vocabulary()
+        strings = tf.convert_to_tensor(strings, tf.string)
+        if strings.shape.rank == 0:
+            return self.tokenize(strings[None])[0]
+        # Special tokens typed in the text are matched before normalization.
+        segments = tf_text.regex_split(clean_text(strings), _SPECIAL_PATTERN, _SPECIAL_PATTERN)
+        pieces = segments.flat_values
+        special_ids = self._special_table.lookup(pieces)
+        is_special = special_ids >= 0
+        ordinary = tf.where(is_special, "", normalize_bert_text(pieces, self.lowercase))
+        ids = self._wordpiece.tokenize(ordinary)
+        ids = ids.merge_dims(1, -1) if ids.ragged_rank > 1 else ids
+        specials = tf.RaggedTensor.from_row_lengths(
+            tf.boolean_mask(special_ids, is_special), tf.cast(is_special, tf.int64)
+        )
+        ids = tf.concat([specials, ids], axis=1)
+        return segments.with_flat_values(ids).merge_dims(1, 2)
+
+    def call(self, strings):
+        return self.tokenize(strings)
+
+    def detokenize(self, ids):
+        """Token ids (ragged or dense [batch, None]) → tf.string [batch], "##" pieces joined."""
+        self._check_vocabulary()
+        ids = ids if isinstance(ids, tf.RaggedTensor) else tf.convert_to_tensor(ids)
+        tokens = tf.gather(self._id_to_token_table, ids)
+        text = tf.strings.reduce_join(tokens, axis=-1, separator=" ")
+        return tf.strings.regex_replace(text, " ##", "")
+
+    def save_vocabulary(self, directory):
+        """Writes vocab.txt into `directory`; returns [its path]."""
+        path = os.path.join(directory, "vocab.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(self.get_vocabulary()) + "\n")
+        return [path]
+
+    def save_assets(self, dir_path):
+        self.save_vocabulary(dir_path)
+
+    def load_assets(self, dir_path):
+        self.set_vocabulary(os.path.join(dir_path, "vocab.txt"))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(lowercase=self.lowercase, vocabulary=None)  # the vocab travels as an asset
+        return config
+
+
+def pack_segments(segments, seq_length, cls_token_id, sep_token_id, pad_token_id=0):
+    """`[CLS] A [SEP] (B [SEP])`, trimmed round-robin to `seq_length` and padded.
+
+    Args:
+        segments: an int RaggedTensor [batch, None], or a list/tuple of one or two.
+
+    Returns:
+        dict of int32 [batch, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
+    """
+    if isinstance(segments, (tf.RaggedTensor, tf.Tensor)):
+        segments = [segments]
+    if not 1 <= len(segments) <= 2:
+        raise ValueError(f"BERT packs 1 or 2 segments, got {len(segments)}")
+    segments = [
+        tf.cast(s if isinstance(s, tf.RaggedTensor) else tf.RaggedTensor.from_tensor(s), tf.int32)
+        for s in segments
+    ]
+    budget = seq_length - 1 - len(segments)
+    trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
+    ids, type_ids = tf_text.combine_segments(trimmed, cls_token_id, sep_token_id)
+    word_ids, mask = tf_text.pad_model_inputs(ids, seq_length, pad_value=pad_token_id)
+    type_ids, _ = tf_text.pad_model_inputs(type_ids, seq_length, pad_value=0)
+    return {
+        "input_word_ids": tf.cast(word_ids, tf.int32),
+        "input_mask": tf.cast(mask, tf.int32),
+        "input_type_ids": tf.cast(type_ids, tf.int32),
+    }
+
+
+@keras.saving.register_keras_serializable(package="tfplm")
+class BertPacker(keras.layers.Layer):
+    """Packs one or two token-id segments as `[CLS] A [SEP] (B [SEP])`.
+
+    Long inputs are trimmed round-robin (one token from each segment in turn)
+    to fit `seq_length`, then padded.
+
+    Args:
+        seq_length: length of every output row.
+        cls_token_id, sep_token_id, pad_token_id: the special ids.
+
+    Call args:
+        segments: an int RaggedTensor [batch, None], or a list/tuple of one or two.
+
+    Returns:
+        dict of int32 [batch, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
+    """
+
+    def __init__(self, seq_length, cls_token_id, sep_token_id, pad_token_id=0, **kwargs):
+        kwargs.setdefault("dtype", "int32")
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.seq_length = seq_length
+        self.cls_token_id = cls_token_id
+        self.sep_token_id = sep_token_id
+        self.pad_token_id = pad_token_id
+
+    def call(self, segments):
+        return pack_segments(
+            segments, self.seq_length, self.cls_token_id, self.sep_token_id, self.pad_token_id
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            seq_length=self.seq_length,
+            cls_token_id=self.cls_token_id,
+            sep_token_id=self.sep_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfplm")
+class BertPreprocessor(keras.layers.Layer):
+    """Raw text (or text pairs) → BERT's encoder inputs: tokenize, then pack.
+
+    Args:
+        tokenizer: a `WordPieceTokenizer`.
+        seq_length: length of the packed rows.
+
+    Call args:
+        text: tf.string [batch], or a tuple (text_a, text_b) for pair tasks.
+
+    Returns:
+        dict of int32 [batch, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
+    """
+
+    def __init__(self, tokenizer, seq_length=128, **kwargs):
+        kwargs.setdefault("dtype", "int32")
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.tokenizer = tokenizer
+        self.seq_length = seq_length
+
+    def call(self, text):
+        texts = list(text) if isinstance(text, (tuple, list)) else [text]
+        t = self.tokenizer
+        return pack_segments(
+            [t.tokenize(x) for x in texts], self.seq_length, t.cls_token_id, t.sep_token_id, t.pad_token_id
+        )
+
+    def compute_output_spec(self, text):
+        first = text[0] if isinstance(text, (tuple, list)) else text
+        spec = keras.KerasTensor((first.shape[0], self.seq_length), dtype="int32")
+        return {"input_word_ids": spec, "input_mask": spec, "input_type_ids": spec}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            tokenizer=keras.saving.serialize_keras_object(self.tokenizer), seq_length=self.seq_length
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
+        return cls(**config)
