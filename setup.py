@@ -33,8 +33,10 @@ setup(
         "keras-nlp>=0.32,<0.33",
         "tensorflow-datasets>=4.9,<5",
         "absl-py>=2.0",
+        "tensorboard>=2.20",
         "pyyaml>=6.0",
         "safetensors>=0.4",
+        "sentencepiece>=0.2",
         "numpy>=1.26",
     ],
     extras_require={

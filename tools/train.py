@@ -51,11 +51,14 @@ def main(argv):
         return 0
     if not FLAGS.experiment or not FLAGS.model_dir:
         sys.exit("--experiment and --model_dir are required (see --list_experiments)")
-    task = tasks.get(
-        FLAGS.experiment,
-        config_files=FLAGS.config_file,
-        overrides=[FLAGS.params_override, _flag_overrides()],
-    )
+    try:
+        task = tasks.get(
+            FLAGS.experiment,
+            config_files=FLAGS.config_file,
+            overrides=[FLAGS.params_override, _flag_overrides()],
+        )
+    except ValueError as error:  # unknown experiment, config key or value
+        sys.exit(f"error: {error}")
     results = trainer.run_experiment(task, FLAGS.mode, FLAGS.model_dir)
     for name, value in results.get("metrics", {}).items():
         print(f"{name}: {value:.4f}")

@@ -83,6 +83,15 @@ class SentencePieceTokenizer(_TensorOutputs, keras_nlp.tokenizers.SentencePieceT
         kwargs["_allow_python_workflow"] = False
         super().__init__(proto=proto, **kwargs)
 
+    @property
+    def end_token_id(self):
+        """The end-of-text id ("</s>", as `train_sentencepiece` sets it)."""
+        return self.token_to_id("</s>")
+
+    @property
+    def pad_token_id(self):
+        return self.token_to_id("<pad>")
+
     def save_vocabulary(self, directory):
         """Writes spm.model into `directory`; returns [its path]."""
         path = os.path.join(directory, "spm.model")

@@ -1,0 +1,71 @@
+"""Writes BERT pretraining TFRecords (masked LM + next sentence prediction).
+
+    python tools/create_pretraining_data.py --input='../shared/data/corpus/books/*.txt' \
+        --input_format=prose --vocab_file=vocab.txt --output=data/books \
+        --max_seq_length=128 --max_predictions_per_seq=20 --dupe_factor=5 --num_shards=4
+
+The files use google-research/bert's feature names and dtypes.
+"""
+
+import resource
+import time
+
+from absl import app, flags
+
+from tfplm.data import pretraining, text
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "Glob(s) of text files, comma-separated.", required=True)
+flags.DEFINE_enum("input_format", "bert", ["bert", "prose"], "bert: a sentence per line, blank lines between documents; prose: raw text (e.g. Gutenberg books).")
+flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt.", required=True)
+flags.DEFINE_bool("do_lower_case", True, "The vocabulary is uncased.")
+flags.DEFINE_string("output", None, "Output prefix; shards are PREFIX-00000-of-0000K.tfrecord.", required=True)
+flags.DEFINE_integer("max_seq_length", 128, "Tokens per instance.")
+flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked positions per instance, at most.")
+flags.DEFINE_float("masked_lm_prob", 0.15, "Fraction of tokens to mask.")
+flags.DEFINE_integer("dupe_factor", 10, "Passes over the data, each with different masks.")
+flags.DEFINE_float("short_seq_prob", 0.1, "Probability of a shorter target length.")
+flags.DEFINE_integer("random_seed", 12345, "Seed; the same seed gives the same bytes.")
+flags.DEFINE_bool("do_whole_word_mask", False, "Mask whole words rather than word pieces.")
+flags.DEFINE_integer("num_shards", 1, "Output files.")
+flags.DEFINE_integer("num_workers", 1, "Processes (at most num_shards).")
+flags.DEFINE_integer("window_size", 200, "Documents held in memory at once.")
+
+
+def main(argv):
+    del argv
+    start = time.perf_counter()
+    config = pretraining.PretrainingDataConfig(
+        max_seq_length=FLAGS.max_seq_length,
+        max_predictions_per_seq=FLAGS.max_predictions_per_seq,
+        masked_lm_prob=FLAGS.masked_lm_prob,
+        dupe_factor=FLAGS.dupe_factor,
+        short_seq_prob=FLAGS.short_seq_prob,
+        random_seed=FLAGS.random_seed,
+        do_whole_word_mask=FLAGS.do_whole_word_mask,
+        window_size=FLAGS.window_size,
+    )
+    counts = pretraining.create_pretraining_data(
+        text.expand_files(FLAGS.input),
+        FLAGS.vocab_file,
+        FLAGS.output,
+        config,
+        input_format=FLAGS.input_format,
+        lowercase=FLAGS.do_lower_case,
+        num_shards=FLAGS.num_shards,
+        num_workers=FLAGS.num_workers,
+    )
+    elapsed = time.perf_counter() - start
+    total = sum(counts.values())
+    for path, n in counts.items():
+        print(f"{path}: {n} instances")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        f"{total} instances in {elapsed:.1f}s ({total / elapsed:.0f}/s); "
+        f"peak RSS {max(peak_mb, children_mb):.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
