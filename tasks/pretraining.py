@@ -23,6 +23,8 @@ class DataConfig:
     seq_length: tokens per example.
     max_predictions_per_seq: masked positions per example (BERT).
     global_batch_size: examples per step, over all replicas.
+    shuffle_buffer_size: examples shuffled together when training (1 = keep
+        the file order).
     """
 
     input_path: str = ""
@@ -30,6 +32,7 @@ class DataConfig:
     seq_length: int = 128
     max_predictions_per_seq: int = 20
     global_batch_size: int = 32
+    shuffle_buffer_size: int = 10_000
 
 
 @dataclasses.dataclass
@@ -141,6 +144,7 @@ class BertPretrainingTask(_PretrainingTask):
                 batch_size,
                 is_training,
                 input_context=input_context,
+                shuffle_buffer_size=data.shuffle_buffer_size,
             )
         else:
             dataset = masking.dynamic_masking_dataset(
@@ -215,6 +219,7 @@ class GPTPretrainingTask(_PretrainingTask):
             split == "train",
             input_format=data.input_format,
             input_context=input_context,
+            shuffle_buffer_size=data.shuffle_buffer_size,
         )
 
     def build_losses(self):

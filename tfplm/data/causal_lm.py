@@ -51,7 +51,10 @@ def causal_lm_dataset(
     """
     blocks = token_blocks(file_pattern, tokenizer, seq_length, input_format, input_context)
     if is_training:
-        blocks = blocks.cache().shuffle(shuffle_buffer_size).repeat()
+        blocks = blocks.cache()
+        if shuffle_buffer_size > 1:
+            blocks = blocks.shuffle(shuffle_buffer_size)
+        blocks = blocks.repeat()
 
     def split(block):
         return (

@@ -223,7 +223,8 @@ def serialize_instance(instance, max_seq_length, max_predictions_per_seq):
         ),
         "next_sentence_labels": ints([1 if instance.is_random_next else 0]),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)  # same bytes in every process
 
 
 # --- the streaming writer ------------------------------------------------------
@@ -387,16 +388,18 @@ def bert_pretraining_dataset(
         else:
             shard_records = True
     if is_training:
-        dataset = dataset.shuffle(len(files), seed=seed).repeat()
+        if shuffle_buffer_size > 1:
+            dataset = dataset.shuffle(len(files), seed=seed)
+        dataset = dataset.repeat()
     dataset = dataset.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(len(files), 8),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not is_training,
+        deterministic=not is_training or shuffle_buffer_size <= 1,
     )
     if shard_records:
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if is_training:
+    if is_training and shuffle_buffer_size > 1:
         dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
     dataset = dataset.map(_parse(seq_length, max_predictions_per_seq), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size, drop_remainder=is_training).prefetch(tf.data.AUTOTUNE)

@@ -6,7 +6,9 @@ import re
 # Project Gutenberg wraps every book in a header and a licence:
 #   *** START OF THE PROJECT GUTENBERG EBOOK EMMA ***  ...  *** END OF THE ...
 _GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
-_GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+_GUTENBERG_END = re.compile(
+    r"^(\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG|END OF (THE )?PROJECT GUTENBERG'?S?).*$", re.M | re.I
+)
 # A sentence ends at . ! or ? (possibly followed by closing quotes/brackets) and a space.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*[A-Z0-9])")
 _ABBREVIATIONS = re.compile(r"\b(Mr|Mrs|Ms|Dr|St|Jr|Sr|Mme|Mlle|Messrs|Capt|Col|Gen|Rev|Prof|vs|etc|i\.e|e\.g)\.$")

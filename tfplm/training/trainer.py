@@ -10,7 +10,6 @@ preempted job resumes from its last complete checkpoint.
 import json
 import math
 import os
-import tempfile
 import time
 
 import keras
@@ -90,7 +89,10 @@ def run_experiment(task, mode, model_dir, strategy=None):
     config = task.config
     set_precision(config.runtime.mixed_precision)
     strategy = strategy or make_strategy(config.runtime.distribution_strategy, config.runtime.tpu)
-    write_dir = model_dir if _is_chief(strategy) else tempfile.mkdtemp()
+    # Every worker must save (saving is collective); only the chief's copy counts.
+    write_dir = model_dir if _is_chief(strategy) else os.path.join(
+        model_dir, f"worker_{strategy.cluster_resolver.task_id}"
+    )
     os.makedirs(write_dir, exist_ok=True)
     if _is_chief(strategy):
         config_lib.save_yaml(config, os.path.join(model_dir, "config.yaml"))
