@@ -17,6 +17,7 @@ setup(
         "tfplm.data",
         "tfplm.training",
         "tfplm.models",
+        "tfplm.models.checkpoints",
         "tfplm.tasks",
         "tfplm.export",
     ],

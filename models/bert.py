@@ -14,6 +14,7 @@ from tfplm.layers import (
     TransformerEncoderBlock,
     padding_attention_mask,
 )
+from tfplm.models.pretrained import PretrainedMixin
 from tfplm.models.presets import get_preset
 
 
@@ -22,7 +23,7 @@ def _int_input(name):
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
-class BertEncoder(keras.Model):
+class BertEncoder(PretrainedMixin, keras.Model):
     """The BERT Transformer encoder with its pooler.
 
     Args:
@@ -155,7 +156,7 @@ class BertEncoder(keras.Model):
         return cls(**config)
 
 
-class _EncoderTask(keras.Model):
+class _EncoderTask(PretrainedMixin, keras.Model):
     """A model made of a `BertEncoder` plus heads; (de)serializes the encoder."""
 
     def _task_config(self):

@@ -9,11 +9,12 @@ from keras import ops
 
 from tfplm import generation
 from tfplm.layers import TextEmbedding, TransformerDecoderBlock
+from tfplm.models.pretrained import PretrainedMixin
 from tfplm.models.presets import get_preset
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
-class GPT(keras.Model):
+class GPT(PretrainedMixin, keras.Model):
     """GPT-2 style decoder: pre-LN blocks, a final LayerNorm, tied output embedding.
 
     Args:

@@ -43,13 +43,16 @@ class RuntimeConfig:
     distribution_strategy: default, one_device, mirrored, multi_worker_mirrored or tpu.
     tpu: TPU address for the tpu strategy.
     mixed_precision: float32, mixed_float16 or mixed_bfloat16.
-    jit_compile: compile train/eval steps with XLA.
+    jit_compile: compile train/eval steps with XLA (about 1.7x faster for
+        BERT on this project's CPUs; see BENCHMARKS.md).
+    seed: seeds weight initialisation and dropout; None = random.
     """
 
     distribution_strategy: str = "default"
     tpu: str = ""
     mixed_precision: str = "float32"
-    jit_compile: bool = False
+    jit_compile: bool = True
+    seed: int | None = None
 
 
 @dataclasses.dataclass

@@ -10,6 +10,8 @@ from tfplm.data import causal_lm, masking, pretraining
 from tfplm.data.text import read_text, split_sentences, strip_gutenberg
 from tfplm.tokenizers import SentencePieceTokenizer, WordPieceTokenizer, train_sentencepiece
 
+from records import write_google_records
+
 SEQ, PREDICTIONS = 64, 10
 
 
@@ -155,34 +157,6 @@ def test_written_records_read_back_as_model_inputs(corpus, vocab_file, tmp_path,
     gathered = np.take_along_axis(ids, features["masked_lm_positions"].numpy(), axis=1)
     assert ((gathered == tokenizer.mask_token_id) | (weights == 0)).mean() > 0.7
     assert sum(1 for _ in dataset.unbatch()) == sum(counts.values())
-
-
-def google_example(rng, vocab_size):
-    """A record exactly as google-research/bert's create_pretraining_data.py writes it."""
-    length = rng.integers(10, SEQ)
-    ids = [101] + list(rng.integers(1000, vocab_size, length - 2)) + [102] + [0] * (SEQ - length)
-    positions = sorted(rng.choice(np.arange(1, length - 1), 5, replace=False).tolist())
-
-    def int_feature(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(map(int, values))))
-
-    feature = {
-        "input_ids": int_feature(ids),
-        "input_mask": int_feature([1] * length + [0] * (SEQ - length)),
-        "segment_ids": int_feature([0] * (length // 2) + [1] * (length - length // 2) + [0] * (SEQ - length)),
-        "masked_lm_positions": int_feature(positions + [0] * (PREDICTIONS - 5)),
-        "masked_lm_ids": int_feature([ids[p] for p in positions] + [0] * (PREDICTIONS - 5)),
-        "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0] * 5 + [0.0] * (PREDICTIONS - 5))),
-        "next_sentence_labels": int_feature([rng.integers(0, 2)]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def write_google_records(path, n=64, vocab_size=30522, seed=0):
-    rng = np.random.default_rng(seed)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for _ in range(n):
-            writer.write(google_example(rng, vocab_size))
 
 
 def test_records_in_google_research_format_are_read(tmp_path):

@@ -54,6 +54,8 @@ class Checkpoint:
         classifier_dropout: that head's dropout, when the source records it.
         source_format: "tfplm", "huggingface", "google" or "keras_nlp".
         path: where it was read from.
+        class_name: the saved model class (tfplm checkpoints only).
+        seq_length: the saved preprocessor length (tfplm checkpoints only).
     """
 
     family: str
@@ -66,6 +68,8 @@ class Checkpoint:
     classifier_dropout: float = None
     source_format: str = ""
     path: str = ""
+    class_name: str = None
+    seq_length: int = None
 
     def has_head(self, prefix):
         return any(name.startswith(prefix) for name in self.weights)

@@ -33,12 +33,13 @@ def _is_chief(strategy):
 
 class TrainingLogger(keras.callbacks.Callback):
     """Per loop: a progress line, TensorBoard scalars (losses, metrics, learning
-    rate, examples/s) and a checkpoint."""
+    rate, examples/s), a line of `train_log.jsonl` and a checkpoint."""
 
-    def __init__(self, manager, summary_dir, global_batch_size, steps_per_loop):
+    def __init__(self, manager, model_dir, global_batch_size, steps_per_loop):
         super().__init__()
         self.manager = manager
-        self.writer = tf.summary.create_file_writer(summary_dir)
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+        self.log_path = os.path.join(model_dir, "train_log.jsonl")
         self.global_batch_size = global_batch_size
         self.steps_per_loop = steps_per_loop
 
@@ -57,6 +58,8 @@ class TrainingLogger(keras.callbacks.Callback):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
         self.writer.flush()
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
         logging.info(
             "step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
         )
@@ -88,6 +91,8 @@ def run_experiment(task, mode, model_dir, strategy=None):
         raise ValueError(f"mode={mode!r}; expected one of {', '.join(MODES)}")
     config = task.config
     set_precision(config.runtime.mixed_precision)
+    if config.runtime.seed is not None:
+        keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or make_strategy(config.runtime.distribution_strategy, config.runtime.tpu)
     # Every worker must save (saving is collective); only the chief's copy counts.
     write_dir = model_dir if _is_chief(strategy) else os.path.join(
@@ -121,7 +126,7 @@ def run_experiment(task, mode, model_dir, strategy=None):
             )
             logger = TrainingLogger(
                 manager,
-                os.path.join(write_dir, "logs", "train"),
+                write_dir,
                 task.global_batch_size("train"),
                 steps_per_loop,
             )

@@ -1,0 +1,147 @@
+"""Google's original BERT checkpoints (github.com/google-research/bert).
+
+A directory with `bert_config.json`, `bert_model.ckpt.{index,data-*}` and
+`vocab.txt`. Variables are read by name with `tf.train.load_checkpoint` (no
+graph, no `tf.compat.v1`): `bert/embeddings/word_embeddings`,
+`bert/encoder/layer_N/attention/self/query/kernel`, ..., `bert/pooler/dense/*`,
+the masked-LM head `cls/predictions/transform/*` + `cls/predictions/output_bias`,
+the NSP head `cls/seq_relationship/output_weights` [2, hidden] + `output_bias`,
+and, in checkpoints written by `run_classifier.py`, `output_weights`
+[num_labels, hidden] + `output_bias`. TF kernels are already [in, out].
+
+Activation: "gelu" in bert_config.json becomes tfplm's exact (erf) "gelu", as
+Hugging Face reads these checkpoints; later versions of Google's modeling.py
+compute it with the tanh approximation (`activation="gelu_approximate"` as a
+`from_pretrained` override reproduces that; the two differ by < 1e-3).
+
+Casing: the checkpoint does not record it. Pass `do_lower_case`; otherwise it
+is inferred from the directory name as Google names its releases
+(`uncased_L-12_H-768_A-12` → lower-case, `cased_L-12_H-768_A-12` → keep case),
+and defaults to lower-case (with a warning) when the name says neither.
+"""
+
+import json
+import os
+import re
+
+import tensorflow as tf
+from absl import logging
+
+from tfplm.models.checkpoints.common import (
+    Checkpoint,
+    CheckpointError,
+    NameMap,
+    activation,
+    transpose,
+)
+
+CONFIG_FILE = "bert_config.json"
+
+
+def checkpoint_prefix(directory):
+    """The checkpoint prefix in `directory`: bert_model.ckpt, else the only/latest one."""
+    preferred = os.path.join(directory, "bert_model.ckpt")
+    if tf.io.gfile.exists(preferred + ".index"):
+        return preferred
+    latest = tf.train.latest_checkpoint(directory)
+    if latest:
+        return latest
+    indexes = sorted(f[: -len(".index")] for f in os.listdir(directory) if f.endswith(".index"))
+    if len(indexes) == 1:
+        return os.path.join(directory, indexes[0])
+    return None
+
+
+def is_google_dir(path):
+    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and checkpoint_prefix(path) is not None
+
+
+def infer_lowercase(directory):
+    """Google's release names say the casing: "uncased_..." or "cased_..."."""
+    name = os.path.basename(os.path.normpath(os.path.abspath(directory))).lower()
+    if re.search(r"(^|[^a-z])uncased", name):
+        return True
+    if re.search(r"(^|[^a-z])cased", name):
+        return False
+    logging.warning(
+        "%s: cannot tell from the name whether the vocabulary is cased; assuming uncased "
+        "(pass do_lower_case=False for a cased checkpoint)",
+        directory,
+    )
+    return True
+
+
+_L = r"bert/encoder/layer_(\d+)/"
+
+
+def _name_map():
+    rules = [
+        (r"bert/embeddings/word_embeddings", "embedding/token_embedding/embeddings", None),
+        (r"bert/embeddings/position_embeddings", "embedding/position_embedding/embeddings", None),
+        (r"bert/embeddings/token_type_embeddings", "embedding/type_embedding/embeddings", None),
+        (r"bert/embeddings/LayerNorm/(gamma|beta)", "embedding/layer_norm/{0}", None),
+        (_L + r"attention/self/(query|key|value)/(kernel|bias)", "block_{0}/self_attention/{1}/{2}", None),
+        (_L + r"attention/output/dense/(kernel|bias)", "block_{0}/self_attention/output/{1}", None),
+        (_L + r"attention/output/LayerNorm/(gamma|beta)", "block_{0}/self_attention_norm/{1}", None),
+        (_L + r"intermediate/dense/(kernel|bias)", "block_{0}/feed_forward/intermediate/{1}", None),
+        (_L + r"output/dense/(kernel|bias)", "block_{0}/feed_forward/output/{1}", None),
+        (_L + r"output/LayerNorm/(gamma|beta)", "block_{0}/feed_forward_norm/{1}", None),
+        (r"bert/pooler/dense/(kernel|bias)", "pooler/dense/{0}", None),
+        (r"cls/predictions/transform/dense/(kernel|bias)", "masked_lm_head/transform/{0}", None),
+        (r"cls/predictions/transform/LayerNorm/(gamma|beta)", "masked_lm_head/layer_norm/{0}", None),
+        (r"cls/predictions/output_bias", "masked_lm_head/bias", None),
+        (r"cls/seq_relationship/output_weights", "next_sentence_head/logits/kernel", transpose),
+        (r"cls/seq_relationship/output_bias", "next_sentence_head/logits/bias", None),
+        (r"output_weights", "classifier/logits/kernel", transpose),
+        (r"output_bias", "classifier/logits/bias", None),
+    ]
+    ignore = [
+        (r"global_step", "training step counter"),
+        (r".*/adam_[mv]", "Adam optimizer slot"),
+    ]
+    return NameMap(rules, ignore)
+
+
+def read(directory, do_lower_case=None):
+    """Reads a Google BERT checkpoint directory into a `Checkpoint` (family "bert").
+
+    Args:
+        directory: holds bert_config.json, bert_model.ckpt.* and vocab.txt.
+        do_lower_case: whether the vocabulary is uncased; None infers it from
+            the directory name (see the module docstring).
+    """
+    from tfplm.models.checkpoints.huggingface import bert_config
+    from tfplm.tokenizers import WordPieceTokenizer
+
+    source = f"Google BERT checkpoint {directory!r}"
+    with open(os.path.join(directory, CONFIG_FILE), encoding="utf-8") as f:
+        config = json.load(f)
+    # Google's LayerNorm epsilon is 1e-12 (tf.contrib.layers.layer_norm); its config omits it.
+    config.setdefault("layer_norm_eps", 1e-12)
+    model_config = bert_config(config, source)
+    prefix = checkpoint_prefix(directory)
+    reader = tf.train.load_checkpoint(prefix)
+    tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    weights, sources, ignored = _name_map().apply(tensors, source)
+    if not any(path.startswith("block_") for path in weights):
+        raise CheckpointError(
+            f"{source}: no variable has Google BERT's names (bert/encoder/layer_N/...); "
+            f"found e.g. {sorted(tensors)[:3]}. TF2 object-based checkpoints are not this format"
+        )
+    lowercase = infer_lowercase(directory) if do_lower_case is None else do_lower_case
+    vocab = os.path.join(directory, "vocab.txt")
+    tokenizer = WordPieceTokenizer(vocab, lowercase=lowercase) if os.path.isfile(vocab) else None
+    if tokenizer is None:
+        logging.warning("%s has no vocab.txt; the model gets no tokenizer", directory)
+    num_classes = weights["classifier/logits/kernel"].shape[1] if "classifier/logits/kernel" in weights else None
+    return Checkpoint(
+        family="bert",
+        config=model_config,
+        weights=weights,
+        sources=sources,
+        ignored=ignored,
+        tokenizer=tokenizer,
+        num_classes=num_classes,
+        source_format="google",
+        path=directory,
+    )

@@ -1,0 +1,124 @@
+"""Training end to end: the train binary, resume, mirrored and multi-worker strategies."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from records import write_google_records
+from tfplm import tasks
+from tfplm.training import optimization, trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEQ, PREDICTIONS = 64, 10
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    path = tmp_path_factory.mktemp("records") / "data.tfrecord"
+    write_google_records(path, n=96, seq_length=SEQ, max_predictions=PREDICTIONS)
+    return str(path)
+
+
+def overrides(records, vocab_file, steps=4, batch=8):
+    return ",".join(
+        [
+            f"task.vocab_file={vocab_file}",
+            f"task.train_data.input_path={records}",
+            f"task.validation_data.input_path={records}",
+            f"task.train_data.seq_length={SEQ}",
+            f"task.validation_data.seq_length={SEQ}",
+            f"task.train_data.max_predictions_per_seq={PREDICTIONS}",
+            f"task.validation_data.max_predictions_per_seq={PREDICTIONS}",
+            f"task.train_data.global_batch_size={batch}",
+            f"task.validation_data.global_batch_size={batch}",
+            "task.train_data.shuffle_buffer_size=1",
+            "task.model.dropout=0.0",
+            f"trainer.train_steps={steps}",
+            "trainer.steps_per_loop=2",
+            "trainer.eval_steps=2",
+            "runtime.seed=1",
+            "runtime.jit_compile=false",
+        ]
+    )
+
+
+def run_binary(args, env=None, check=True):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "train.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def read_log(model_dir):
+    with open(os.path.join(model_dir, "train_log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def final_weights(model_dir):
+    """The trained variables in the last checkpoint (saved under the optimizer's list)."""
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.startswith("optimizer/_trainable_variables/")
+    }
+
+
+def test_binary_lists_experiments():
+    result = run_binary(["--list_experiments"])
+    assert "bert/pretraining" in result.stdout.split()
+    assert "gpt/pretraining" in result.stdout.split()
+
+
+def test_binary_rejects_unknown_config_keys(tmp_path):
+    result = run_binary(
+        ["--experiment=bert/pretraining", f"--model_dir={tmp_path}", "--params_override=trainer.train_step=3"],
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "unknown config key trainer.train_step" in result.stderr
+
+
+def test_binary_trains_evaluates_and_resumes_where_it_stopped(tmp_path, records, minilm_dir):
+    model_dir = str(tmp_path / "run")
+    args = ["--experiment=bert/pretraining", f"--model_dir={model_dir}", "--mode=train_and_eval"]
+    vocab = str(minilm_dir / "vocab.txt")
+    run_binary(args + [f"--params_override={overrides(records, vocab, steps=4)}"])
+    assert [entry["step"] for entry in read_log(model_dir)] == [2, 4]
+    results = json.load(open(os.path.join(model_dir, "eval_results.json")))
+    assert results["step"] == 4 and "mlm_logits_accuracy" in results["metrics"]
+    assert os.path.exists(os.path.join(model_dir, "config.yaml"))
+
+    # The same command with more steps continues at step 4, with the learning
+    # rate where a single 8-step run would have it.
+    run_binary(args + [f"--params_override={overrides(records, vocab, steps=8)}"])
+    log = read_log(model_dir)
+    assert [entry["step"] for entry in log] == [2, 4, 6, 8]
+    config = tasks.get_config("bert/pretraining", overrides=overrides(records, vocab, steps=8))
+    schedule = optimization.learning_rate_schedule(config.trainer.optimizer, total_steps=8)
+    assert log[2]["learning_rate"] == pytest.approx(float(schedule(6)), rel=1e-5)
+
+
+def test_mirrored_strategy_matches_the_default_strategy(tmp_path, records, minilm_dir, mirrored_strategy):
+    vocab = str(minilm_dir / "vocab.txt")
+    results = {}
+    for name, strategy in [("default", tf.distribute.get_strategy()), ("mirrored", mirrored_strategy)]:
+        task = tasks.get("bert/pretraining", overrides=overrides(records, vocab, steps=4))
+        results[name] = trainer.run_experiment(task, "train_and_eval", str(tmp_path / name), strategy=strategy)
+        results[name]["weights"] = final_weights(str(tmp_path / name))
+    for key in results["default"]["weights"]:
+        np.testing.assert_allclose(
+            results["mirrored"]["weights"][key], results["default"]["weights"][key], atol=1e-4, err_msg=key
+        )
+    assert results["mirrored"]["metrics"]["loss"] == pytest.approx(results["default"]["metrics"]["loss"], rel=1e-4)
