@@ -49,6 +49,11 @@ class GlueTaskInfo:
         tfds_text_features: the TFDS feature names of text (and text_b).
         submission_file: the file name in a GLUE submission; None for "mnli",
             whose test sets are submitted as mnli_matched / mnli_mismatched.
+
+    Example:
+        >>> info = GLUE_TASKS["mrpc"]
+        >>> info.metric_names, info.num_classes, info.files["validation"][0]
+        (('f1', 'accuracy'), 2, 'dev.tsv')
     """
 
     name: str

@@ -117,8 +117,15 @@ def test_mirrored_strategy_matches_the_default_strategy(tmp_path, records, minil
         task = tasks.get("bert/pretraining", overrides=overrides(records, vocab, steps=4))
         results[name] = trainer.run_experiment(task, "train_and_eval", str(tmp_path / name), strategy=strategy)
         results[name]["weights"] = final_weights(str(tmp_path / name))
+    # Adam scales every update to about ±lr whatever the gradient's size, so a
+    # near-zero gradient whose sign differs in the last float bit between the
+    # two all-reduce orders moves a weight by up to 2·lr per step: compare
+    # weights to that bound and the losses tightly.
+    bound = 2 * 4 * 1e-4  # 4 steps at the peak learning rate
     for key in results["default"]["weights"]:
         np.testing.assert_allclose(
-            results["mirrored"]["weights"][key], results["default"]["weights"][key], atol=1e-4, err_msg=key
+            results["mirrored"]["weights"][key], results["default"]["weights"][key], atol=bound, err_msg=key
         )
-    assert results["mirrored"]["metrics"]["loss"] == pytest.approx(results["default"]["metrics"]["loss"], rel=1e-4)
+    assert results["mirrored"]["metrics"]["loss"] == pytest.approx(results["default"]["metrics"]["loss"], rel=1e-3)
+    mirrored_log, default_log = read_log(str(tmp_path / "mirrored")), read_log(str(tmp_path / "default"))
+    np.testing.assert_allclose([e["loss"] for e in mirrored_log], [e["loss"] for e in default_log], rtol=1e-4)

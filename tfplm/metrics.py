@@ -406,9 +406,9 @@ class SpearmanCorrelation(keras.metrics.Metric):
         overflow = tf.convert_to_tensor(self.overflow)
         if tf.executing_eagerly() and float(overflow) > 0:
             raise ValueError(
-                f"{self.name} saw {int(float(overflow))} examples more than its "
-                f"max_examples={self.max_examples} (per replica); create it with a "
-                "larger max_examples"
+                f"{self.name} could not keep {int(float(overflow))} examples: it holds "
+                f"max_examples={self.max_examples} per replica; create it with max_examples "
+                "of at least the evaluation set's size"
             )
         size = self.max_examples
         counts = ops.convert_to_tensor(self.counts)

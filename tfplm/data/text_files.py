@@ -85,6 +85,10 @@ class FileLayout:
             `csv.QUOTE_MINIMAL` for CSV.
         format: "tsv", "csv" or "jsonl"; None infers it from the file name
             (.tsv, .csv, .jsonl/.json).
+
+    Example:
+        >>> pairs = FileLayout(text="premise", text_b="hypothesis", label="label")
+        >>> headerless = FileLayout(text=3, label=1, header=False, num_columns=4)  # CoLA
     """
 
     text: str | int

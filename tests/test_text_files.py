@@ -1,0 +1,119 @@
+"""Bring-your-own labelled text files: CSV / TSV / JSON Lines, label mapping, bad rows."""
+
+import csv
+import json
+import logging
+
+import pytest
+import tensorflow as tf
+
+from tfplm.data import text_files
+from tfplm.data.text_files import FileLayout, read_labeled_examples
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+REVIEWS_CSV = (
+    "id,review,sentiment\n"
+    '1,"Loved it, would watch again",positive\n'
+    '2,"A ""masterpiece"" of boredom",negative\n'
+    "3,It was fine,neutral\n"
+    '4,"Two\nlines",positive\n'
+)
+
+
+def test_csv_with_string_labels_maps_them_to_sorted_ids(tmp_path):
+    examples = read_labeled_examples(write(tmp_path / "train.csv", REVIEWS_CSV), FileLayout(text="review", label="sentiment"))
+    assert examples.label_names == ["negative", "neutral", "positive"]
+    assert examples.labels == [2, 0, 1, 2]
+    assert examples.texts == ["Loved it, would watch again", 'A "masterpiece" of boredom', "It was fine", "Two\nlines"]
+    assert examples.num_classes == 3
+
+
+def test_label_mapping_saves_and_loads_as_json(tmp_path):
+    train = read_labeled_examples(write(tmp_path / "train.csv", REVIEWS_CSV), FileLayout(text="review", label="sentiment"))
+    train.save_label_names(str(tmp_path / "labels.json"))
+    assert json.loads((tmp_path / "labels.json").read_text()) == {"label_names": ["negative", "neutral", "positive"]}
+    names = text_files.load_label_names(str(tmp_path / "labels.json"))
+    dev_csv = write(tmp_path / "dev.csv", "review,sentiment\nmeh,neutral\ngreat,positive\n")
+    dev = read_labeled_examples(dev_csv, FileLayout(text="review", label="sentiment"), label_names=names)
+    assert dev.labels == [1, 2]
+
+
+def test_label_outside_the_training_labels_is_a_bad_row(tmp_path):
+    dev_csv = write(tmp_path / "dev.csv", "review,sentiment\nmeh,neutral\nwow,ecstatic\n")
+    with pytest.raises(text_files.BadRowError, match=rf"{dev_csv}:3: label 'ecstatic' is not one of"):
+        read_labeled_examples(dev_csv, FileLayout(text="review", label="sentiment"), label_names=["neutral"])
+
+
+def test_load_label_names_rejects_other_json(tmp_path):
+    with pytest.raises(ValueError, match="expected"):
+        text_files.load_label_names(write(tmp_path / "labels.json", '{"neutral": 0}'))
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    path = write(tmp_path / "data.tsv", "text\tstars\na\t10\nb\t2\nc\t1\n")
+    examples = read_labeled_examples(path, FileLayout(text="text", label="stars"))
+    assert examples.label_names == ["1", "2", "10"]
+    assert examples.labels == [2, 1, 0]
+
+
+def test_csv_quote_handling_follows_the_layout(tmp_path):
+    path = write(tmp_path / "data.tsv", 'text\tlabel\n"quoted"\t1\n')
+    as_text = read_labeled_examples(path, FileLayout(text="text", label="label"))
+    assert as_text.texts == ['"quoted"']  # TSV default: quotes are text
+    as_csv = read_labeled_examples(path, FileLayout(text="text", label="label", quoting=csv.QUOTE_MINIMAL))
+    assert as_csv.texts == ["quoted"]
+
+
+def test_jsonl_pairs_regression_and_bad_rows(tmp_path, caplog):
+    lines = [
+        {"premise": "a", "hypothesis": "b", "score": 0.5},
+        {"premise": "c", "hypothesis": "d", "score": "4"},
+        "not json",
+        [1, 2],
+        {"premise": "e", "hypothesis": "f"},
+        {"premise": "", "hypothesis": "h", "score": 1},
+    ]
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n\n"
+    path = write(tmp_path / "data.jsonl", text)
+    layout = FileLayout(text="premise", text_b="hypothesis", label="score")
+    with caplog.at_level(logging.WARNING):
+        examples = read_labeled_examples(path, layout, regression=True, skip_bad_rows=True)
+    assert (examples.texts, examples.texts_b, examples.labels) == (["a", "c"], ["b", "d"], [0.5, 4.0])
+    assert examples.label_names is None and examples.num_classes == 1
+    assert examples.bad_rows == {
+        text_files.MALFORMED_JSON: 2,
+        text_files.MISSING_LABEL: 1,
+        text_files.EMPTY_TEXT: 1,
+    }
+    assert f"{path}:3" in caplog.text and "skipped 4 of 6 rows" in caplog.text
+    features, labels = next(iter(examples.to_dataset().batch(2)))
+    assert labels.dtype == tf.float32 and sorted(features) == ["text", "text_b"]
+
+
+def test_headerless_files_take_column_indices(tmp_path):
+    path = write(tmp_path / "data.tsv", "x\t1\thello\ny\t0\tbye\n")
+    examples = read_labeled_examples(path, FileLayout(text=2, label=1, header=False, num_columns=3))
+    assert (examples.texts, examples.labels) == (["hello", "bye"], [1, 0])
+    with pytest.raises(ValueError, match="columns must be 0-based indices; got text='sentence'"):
+        read_labeled_examples(path, FileLayout(text="sentence", label=1, header=False))
+
+
+def test_unlabelled_file_gives_features_only(tmp_path):
+    path = write(tmp_path / "test.csv", "\ufeffid,text\n7,hello\n8,bye\n")  # a byte-order mark too
+    examples = read_labeled_examples(path, FileLayout(text="text", id="id"))
+    assert examples.labels is None and examples.ids == ["7", "8"]
+    assert sorted(examples.to_dataset().element_spec) == ["id", "text"]
+
+
+def test_unknown_format_and_non_utf8_say_how_to_fix(tmp_path):
+    with pytest.raises(ValueError, match="set FileLayout\\(format=...\\)"):
+        read_labeled_examples(write(tmp_path / "data.txt", "a\tb\n"), FileLayout(text=0))
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes("text\tlabel\nok\t1\ncaf\xe9\t1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{path}:3: not UTF-8"):
+        read_labeled_examples(str(path), FileLayout(text="text", label="label"))
