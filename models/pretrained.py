@@ -287,12 +287,13 @@ def read_checkpoint(path, family=None, do_lower_case=None):
     elif kind == "huggingface":
         checkpoint = huggingface.read(directory, family=family, do_lower_case=do_lower_case)
     elif kind == "google":
-        checkpoint = google.read(directory, do_lower_case=do_lower_case)
+        prefix = None if os.path.isdir(path) else path.removesuffix(".index")
+        checkpoint = google.read(directory, do_lower_case=do_lower_case, prefix=prefix)
     else:
         checkpoint = keras_preset.read(directory, family=family)
     if family is not None and checkpoint.family != family:
         raise CheckpointError(f"{path!r} holds a {checkpoint.family} model, not a {family} one")
-    if do_lower_case is not None and kind in ("tfplm", "keras_nlp") and checkpoint.tokenizer is not None:
+    if do_lower_case is not None and kind in ("tfplm", "keras_nlp") and hasattr(checkpoint.tokenizer, "lowercase"):
         checkpoint.tokenizer.lowercase = bool(do_lower_case)
     return checkpoint
 
@@ -451,8 +452,12 @@ def _load(checkpoint, model_class, num_classes=None, dropout=None, seq_length=No
         raise CheckpointError(
             f"{checkpoint.path!r} holds a {checkpoint.family} model; it cannot load into {model_class}"
         )
-    if model_class != "BertClassifier" and (num_classes is not None or dropout is not None):
-        raise TypeError(f"num_classes/dropout are BertClassifier arguments, not {model_class}'s")
+    overrides = dict(overrides or {})
+    if model_class != "BertClassifier":
+        if num_classes is not None:
+            raise TypeError(f"num_classes is a BertClassifier argument, not {model_class}'s")
+        if dropout is not None:
+            overrides["dropout"] = dropout
     fresh = ()
     if model_class == "BertClassifier":
         if checkpoint.num_classes is None:
@@ -470,7 +475,7 @@ def _load(checkpoint, model_class, num_classes=None, dropout=None, seq_length=No
         num_classes = num_classes or checkpoint.num_classes
         if dropout is None:
             dropout = 0.1 if checkpoint.classifier_dropout is None else checkpoint.classifier_dropout
-    model = _build(model_class, checkpoint, num_classes, dropout, overrides or {})
+    model = _build(model_class, checkpoint, num_classes, dropout, overrides)
     report = assign_weights(model, checkpoint, fresh_prefixes=fresh)
     tokenizer = checkpoint.tokenizer
     model.tokenizer = tokenizer
@@ -504,7 +509,8 @@ def load_pretrained(
             checkpoint has, or GPT.
         num_classes: BertClassifier only. Required when the checkpoint has no
             classifier head (a new head is initialised); must match it otherwise.
-        dropout: BertClassifier only: the head's dropout.
+        dropout: the classifier head's dropout for BertClassifier (as in its
+            constructor), the backbone's dropout for the other classes.
         do_lower_case: override the BERT vocabulary's casing.
         seq_length: length of `model.preprocessor` (BERT); defaults to the
             saved one, else min(128, max_length).

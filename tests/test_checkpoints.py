@@ -125,6 +125,8 @@ def test_generic_from_pretrained_returns_the_saved_class(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     restored = pretrained.from_pretrained(tmp_path / "ckpt")
     assert isinstance(restored, BertClassifier) and restored.num_classes == 2
+    encoder = BertEncoder.from_pretrained(tmp_path / "ckpt", dropout=0.0)  # a backbone override
+    assert encoder.dropout == 0.0 and encoder.attention_dropout == 0.1
 
 
 def test_classifier_from_an_encoder_checkpoint_gets_a_new_head_and_the_encoder_weights(tmp_path):
@@ -268,6 +270,7 @@ def test_keras_nlp_bert_backbone_preset_matches_keras_nlp(keras_hub, tmp_path):
     outputs = encoder(inputs)
     for name in ("sequence_output", "pooled_output"):
         diff = np.abs(np.asarray(outputs[name]) - np.asarray(expected[name])).max()
+        print(f"keras-nlp BertBackbone {name} max abs diff: {diff:.2e}")
         assert diff < 1e-5, (name, diff)
     assert encoder.tokenizer is None  # a backbone-only preset ships no tokenizer
 
@@ -291,6 +294,7 @@ def test_keras_nlp_bert_classifier_task_preset_loads_head_and_tokenizer(keras_hu
     reference_inputs = preprocessor(text)
     np.testing.assert_array_equal(inputs["input_word_ids"], reference_inputs["token_ids"])
     diff = np.abs(np.asarray(classifier(inputs)) - expected).max()
+    print(f"keras-nlp BertTextClassifier logits max abs diff: {diff:.2e}")
     assert diff < 1e-5, diff
 
 
@@ -315,6 +319,7 @@ def test_keras_nlp_gpt2_preset_matches_keras_nlp_logits_and_tokenizer(keras_hub,
     logits = np.asarray(gpt({"token_ids": ids, "padding_mask": mask}))
     real = mask.astype(bool)
     diff = np.abs(logits[real] - expected[real]).max()
+    print(f"keras-nlp GPT2Backbone logits max abs diff: {diff:.2e}")
     assert diff < 1e-5, diff
     text = ["ab a b c", " cab"]
     assert gpt.tokenizer.tokenize(tf.constant(text)).to_list() == [np.asarray(tokenizer(t)).tolist() for t in text]
@@ -366,3 +371,250 @@ def test_minilm_hidden_states_match_transformers_on_real_sentences(minilm, minil
     pooled_diff = np.abs(outputs["pooled_output"].numpy() - minilm_reference["pooled"]).max()
     print(f"MiniLM max abs diff: last hidden {hidden_diff:.2e}, pooled {pooled_diff:.2e}")
     assert hidden_diff < 1e-4 and pooled_diff < 1e-4, (hidden_diff, pooled_diff)
+
+
+# --- Hugging Face fixtures: parity with transformers' stored outputs ----------------
+
+
+def max_diff(a, b):
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+
+
+@pytest.fixture(scope="module")
+def bert_reference():
+    return dict(np.load(fixture("hf_bert_reference.npz")))
+
+
+@pytest.fixture(scope="module")
+def gpt2_reference():
+    return dict(np.load(fixture("hf_gpt2_reference.npz")))
+
+
+def bert_reference_inputs(reference):
+    return {k: reference[k] for k in ("input_word_ids", "input_mask", "input_type_ids")}
+
+
+def assert_encoder_matches(encoder, reference, label):
+    """Every layer, the embeddings, the last hidden state and the pooled output within 1e-4."""
+    inputs = bert_reference_inputs(reference)
+    outputs = encoder(inputs)
+    diffs = {
+        "embedding_output": max_diff(encoder.embedding(inputs["input_word_ids"], inputs["input_type_ids"]), reference["embedding_output"]),
+        **{
+            f"layer_{i}": max_diff(layer, reference["encoder_outputs"][i])
+            for i, layer in enumerate(outputs["encoder_outputs"])
+        },
+        "sequence_output": max_diff(outputs["sequence_output"], reference["sequence_output"]),
+        "pooled_output": max_diff(outputs["pooled_output"], reference["pooled_output"]),
+    }
+    assert len(outputs["encoder_outputs"]) == len(reference["encoder_outputs"])
+    print(f"{label} max abs diff: {diffs}")
+    assert max(diffs.values()) < 1e-4, diffs
+    return diffs
+
+
+def assert_pretrainer_matches(pretrainer, reference, label):
+    assert_encoder_matches(pretrainer.encoder, reference, label)
+    outputs = pretrainer({**bert_reference_inputs(reference), "masked_lm_positions": reference["masked_lm_positions"]})
+    diffs = {
+        "mlm_logits": max_diff(outputs["mlm_logits"], reference["mlm_logits"]),
+        "nsp_logits": max_diff(outputs["nsp_logits"], reference["nsp_logits"]),
+    }
+    print(f"{label} heads max abs diff: {diffs}")
+    assert max(diffs.values()) < 1e-4, diffs
+
+
+def test_hf_bert_for_pretraining_matches_transformers(bert_reference):
+    pretrainer, report = pretrained.load_pretrained(fixture("hf_bert"), "BertPretrainer")
+    assert report.initialized == [] and report.unused == {}  # every tensor of the file is used
+    assert_pretrainer_matches(pretrainer, bert_reference, "HF BertForPreTraining")
+
+
+def test_hf_bert_model_names_load_into_an_encoder(bert_reference):
+    encoder = BertEncoder.from_pretrained(fixture("hf_bert_model"))
+    assert_encoder_matches(encoder, bert_reference, "HF BertModel")
+
+
+def test_hf_bert_pretrainer_from_a_checkpoint_without_heads_names_the_missing_weight():
+    with pytest.raises(CheckpointError, match=r"no tensor for weight 'masked_lm_head/.*BertEncoder.from_pretrained"):
+        BertPretrainer.from_pretrained(fixture("hf_bert_model"))
+
+
+def test_hf_bert_tokenizer_packs_the_reference_text_to_the_reference_ids(bert_reference):
+    pretrainer = BertPretrainer.from_pretrained(fixture("hf_bert"), seq_length=bert_reference["input_word_ids"].shape[1])
+    text_b = [str(t) for t in bert_reference["text_b"]]
+    packed = {}
+    for row, (a, b) in enumerate(zip(bert_reference["text_a"], text_b)):
+        segments = (tf.constant([str(a)]), tf.constant([b])) if b else tf.constant([str(a)])
+        for key, value in pretrainer.preprocessor(segments).items():
+            packed.setdefault(key, []).append(value.numpy()[0])
+    ids = np.array(packed["input_word_ids"])
+    # The reference replaced the predicted tokens by [MASK]; put the originals back.
+    expected = bert_reference["input_word_ids"].copy()
+    for row, positions in enumerate(bert_reference["masked_lm_positions"]):
+        for position, original, weight in zip(positions, bert_reference["masked_lm_ids"][row], bert_reference["masked_lm_weights"][row]):
+            if weight:
+                expected[row, position] = original
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(np.array(packed["input_mask"]), bert_reference["input_mask"])
+    np.testing.assert_array_equal(np.array(packed["input_type_ids"]), bert_reference["input_type_ids"])
+
+
+def test_hf_tokenizers_are_rebuilt_from_tokenizer_json_alone(tmp_path, bert_reference, gpt2_reference):
+    for name, drop in (("hf_bert", ["vocab.txt"]), ("hf_gpt2", ["vocab.json", "merges.txt"])):
+        shutil.copytree(fixture(name), tmp_path / name, ignore=shutil.ignore_patterns(*drop))
+    bert = BertEncoder.from_pretrained(tmp_path / "hf_bert")
+    assert bert.tokenizer.get_vocabulary() == BertEncoder.from_pretrained(fixture("hf_bert")).tokenizer.get_vocabulary()
+    assert bert.tokenizer.lowercase is True  # tokenizer.json's BertNormalizer
+    gpt = GPT.from_pretrained(tmp_path / "hf_gpt2")
+    ids = gpt.tokenizer.tokenize(tf.constant([str(t) for t in gpt2_reference["texts"]])).to_list()
+    lengths = gpt2_reference["padding_mask"].sum(1)
+    assert ids == [row[:n].tolist() for row, n in zip(gpt2_reference["token_ids"], lengths)]
+
+
+def test_hf_bert_shape_mismatch_names_the_source_tensor(tmp_path):
+    directory = tmp_path / "hf_bert"
+    shutil.copytree(fixture("hf_bert"), directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["intermediate_size"] += 8
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"'bert\.encoder\.layer\.0\.intermediate\.dense\.weight' \(tfplm weight"):
+        BertPretrainer.from_pretrained(directory)
+
+
+def gpt2_hidden_states(gpt, token_ids, padding_mask):
+    x = gpt.embedding(token_ids)
+    states = [x]
+    for block in gpt.blocks:
+        x = block(x, padding_mask=padding_mask)
+        states.append(x)
+    return states, gpt.final_norm(x)
+
+
+def test_hf_gpt2_lm_head_model_matches_transformers(gpt2_reference):
+    gpt, report = pretrained.load_pretrained(fixture("hf_gpt2"), "GPT")
+    assert len(report.mapped) == len(gpt.weights)
+    ids, mask = gpt2_reference["token_ids"], gpt2_reference["padding_mask"]
+    real = mask.astype(bool)
+    states, final = gpt2_hidden_states(gpt, ids, mask)
+    logits = np.asarray(gpt({"token_ids": ids, "padding_mask": mask}))
+    diffs = {
+        "embedding_output": max_diff(np.asarray(states[0])[real], gpt2_reference["embedding_output"][real]),
+        **{
+            f"block_{i}": max_diff(np.asarray(s)[real], gpt2_reference["block_outputs"][i][real])
+            for i, s in enumerate(states[1:])
+        },
+        "final_hidden": max_diff(np.asarray(final)[real], gpt2_reference["final_hidden"][real]),
+        "logits": max_diff(logits[real], gpt2_reference["logits"][real]),
+    }
+    print(f"HF GPT2LMHeadModel max abs diff: {diffs}")
+    assert max(diffs.values()) < 1e-4, diffs
+
+
+def test_hf_gpt2_tokenizer_gives_the_reference_ids(gpt2_reference):
+    gpt = GPT.from_pretrained(fixture("hf_gpt2"))
+    ids = gpt.tokenizer.tokenize(tf.constant([str(t) for t in gpt2_reference["texts"]])).to_list()
+    lengths = gpt2_reference["padding_mask"].sum(1)
+    assert ids == [row[:n].tolist() for row, n in zip(gpt2_reference["token_ids"], lengths)]
+    assert gpt.tokenizer.end_token_id == int(gpt2_reference["end_token_id"])
+
+
+def test_hf_gpt2_greedy_generation_emits_transformers_tokens(gpt2_reference):
+    gpt = GPT.from_pretrained(fixture("hf_gpt2"))
+    for prompt, expected in (("prompt_ids", "generated_ids"), ("batch_prompt_ids", "batch_generated_ids")):
+        out = gpt.generate_ids(gpt2_reference[prompt], max_new_tokens=12)
+        np.testing.assert_array_equal(out, gpt2_reference[expected])
+    lengths = gpt2_reference["ragged_prompt_lengths"]
+    prompts = [row[:n].tolist() for row, n in zip(gpt2_reference["ragged_prompt_ids"], lengths)]
+    out = gpt.generate_ids(prompts, max_new_tokens=12)
+    new = np.stack([row[n : n + 12] for row, n in zip(out, lengths)])
+    np.testing.assert_array_equal(new, gpt2_reference["ragged_new_ids"])
+
+
+# --- Google BERT format, written with Google's exact variable names ---------------
+
+
+def google_name(hf_name, value):
+    """Google's variable name and layout for a Hugging Face BertForPreTraining tensor."""
+    if hf_name.startswith("cls.seq_relationship."):  # output_weights is [2, hidden], like torch
+        return "cls/seq_relationship/output_" + {"weight": "weights", "bias": "bias"}[hf_name.rsplit(".", 1)[1]], value
+    if hf_name == "cls.predictions.bias":
+        return "cls/predictions/output_bias", value
+    *scope, leaf = hf_name.replace("encoder.layer.", "encoder.layer_").split(".")
+    scope = "/".join(scope)
+    if scope.endswith("LayerNorm"):
+        return f"{scope}/{'gamma' if leaf == 'weight' else 'beta'}", value
+    if scope.endswith("_embeddings"):
+        return scope, value
+    return f"{scope}/{'kernel' if leaf == 'weight' else 'bias'}", (value.T if leaf == "weight" else value)
+
+
+def write_google_checkpoint(hf_dir, directory):
+    from safetensors.numpy import load_file
+
+    directory.mkdir(parents=True)
+    tensors = {}
+    for name, value in load_file(hf_dir / "model.safetensors").items():
+        if name.endswith("position_ids") or name.startswith("cls.predictions.decoder"):
+            continue
+        google, array = google_name(name, value)
+        tensors[google] = np.ascontiguousarray(array)
+    # What real Google checkpoints also hold: a step counter and Adam slots.
+    tensors["global_step"] = np.array(1000, np.int64)
+    tensors["bert/pooler/dense/kernel/adam_m"] = np.zeros_like(tensors["bert/pooler/dense/kernel"])
+    names = sorted(tensors)
+    tf.raw_ops.SaveV2(
+        prefix=str(directory / "bert_model.ckpt"),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(tensors[n]) for n in names],
+    )
+    hf_config = json.loads((hf_dir / "config.json").read_text())
+    keys = (
+        "attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "hidden_size", "initializer_range",
+        "intermediate_size", "max_position_embeddings", "num_attention_heads", "num_hidden_layers",
+        "type_vocab_size", "vocab_size",
+    )
+    (directory / "bert_config.json").write_text(json.dumps({k: hf_config[k] for k in keys}))
+    shutil.copy(hf_dir / "vocab.txt", directory / "vocab.txt")
+    return names
+
+
+def test_google_bert_checkpoint_matches_transformers(tmp_path, bert_reference):
+    directory = tmp_path / "uncased_L-2_H-32_A-4"
+    names = write_google_checkpoint(fixture("hf_bert"), directory)
+    assert "bert/encoder/layer_0/attention/self/query/kernel" in names
+    assert "cls/seq_relationship/output_weights" in names
+    assert pretrained.detect_format(directory) == "google"
+    pretrainer, report = pretrained.load_pretrained(directory, "BertPretrainer")
+    assert report.unused == {"global_step": "training step counter", "bert/pooler/dense/kernel/adam_m": "Adam optimizer slot"}
+    assert pretrainer.tokenizer.lowercase is True  # "uncased" in the directory name
+    assert_pretrainer_matches(pretrainer, bert_reference, "Google BERT")
+
+
+def test_google_bert_casing_follows_the_directory_name_unless_told(tmp_path):
+    directory = tmp_path / "cased_L-2_H-32_A-4"
+    write_google_checkpoint(fixture("hf_bert"), directory)
+    assert BertEncoder.from_pretrained(directory).tokenizer.lowercase is False
+    assert BertEncoder.from_pretrained(directory, do_lower_case=True).tokenizer.lowercase is True
+
+
+def test_convert_checkpoint_binary_writes_tfplm_format_and_prints_the_mapping(tmp_path, bert_reference):
+    import subprocess
+    import sys
+
+    google_dir, output = tmp_path / "uncased_L-2_H-32_A-4", tmp_path / "converted"
+    write_google_checkpoint(fixture("hf_bert"), google_dir)
+    tool = pathlib.Path(__file__).resolve().parents[1] / "tools" / "convert_checkpoint.py"
+    result = subprocess.run(
+        [sys.executable, str(tool), f"--input={google_dir}", f"--output={output}", "--model=bert"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "bert/encoder/layer_0/attention/self/query/kernel" in result.stdout
+    assert "-> block_0/self_attention/query/kernel [32, 32]" in result.stdout
+    assert "unused: global_step: training step counter" in result.stdout
+    assert f"wrote BertPretrainer to {output}" in result.stdout
+    assert pretrained.detect_format(output) == "tfplm"
+    restored = BertPretrainer.from_pretrained(output)
+    assert restored.tokenizer.lowercase is True and restored.preprocessor.seq_length == 64
+    assert_pretrainer_matches(restored, bert_reference, "Google BERT converted by the binary")

@@ -102,13 +102,14 @@ def _name_map():
     return NameMap(rules, ignore)
 
 
-def read(directory, do_lower_case=None):
+def read(directory, do_lower_case=None, prefix=None):
     """Reads a Google BERT checkpoint directory into a `Checkpoint` (family "bert").
 
     Args:
         directory: holds bert_config.json, bert_model.ckpt.* and vocab.txt.
         do_lower_case: whether the vocabulary is uncased; None infers it from
             the directory name (see the module docstring).
+        prefix: the checkpoint prefix; default bert_model.ckpt (or the only one).
     """
     from tfplm.models.checkpoints.huggingface import bert_config
     from tfplm.tokenizers import WordPieceTokenizer
@@ -119,7 +120,7 @@ def read(directory, do_lower_case=None):
     # Google's LayerNorm epsilon is 1e-12 (tf.contrib.layers.layer_norm); its config omits it.
     config.setdefault("layer_norm_eps", 1e-12)
     model_config = bert_config(config, source)
-    prefix = checkpoint_prefix(directory)
+    prefix = prefix or checkpoint_prefix(directory)
     reader = tf.train.load_checkpoint(prefix)
     tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     weights, sources, ignored = _name_map().apply(tensors, source)

