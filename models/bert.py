@@ -94,11 +94,9 @@ class BertEncoder(PretrainedMixin, keras.Model):
         ]
         self.pooler = Pooler(dtype=dtype, name="pooler")
 
-        inputs = {
-            "input_word_ids": _int_input("input_word_ids"),
-            "input_mask": _int_input("input_mask"),
-            "input_type_ids": _int_input("input_type_ids"),
-        }
+        # Sorted by name: Keras flattens dict inputs in key order, and a model
+        # nested in another (e.g. after a preprocessor) must agree with it.
+        inputs = {name: _int_input(name) for name in ("input_mask", "input_type_ids", "input_word_ids")}
         x = self.embedding(inputs["input_word_ids"], inputs["input_type_ids"])
         attention_mask = padding_attention_mask(inputs["input_mask"])
         encoder_outputs = []

@@ -84,7 +84,7 @@ class GPT(PretrainedMixin, keras.Model):
         logits = self.embedding(self.final_norm(x), reverse=True)
         logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
         super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            inputs={"padding_mask": padding_mask, "token_ids": token_ids},  # sorted, see BertEncoder
             outputs=logits,
             dtype=dtype,
             **kwargs,

@@ -85,11 +85,11 @@ class Seq2SeqTransformer(keras.Model):
 
         inputs = {
             name: _int_input(name)
-            for name in (
-                "encoder_token_ids",
-                "encoder_padding_mask",
-                "decoder_token_ids",
+            for name in (  # sorted, see BertEncoder
                 "decoder_padding_mask",
+                "decoder_token_ids",
+                "encoder_padding_mask",
+                "encoder_token_ids",
             )
         }
         encoder_output = self.encode(inputs["encoder_token_ids"], inputs["encoder_padding_mask"])

@@ -247,3 +247,18 @@ def test_mixed_precision_outputs_float32_logits():
     assert encoder(bert_inputs())["sequence_output"].dtype == "float16"
     logits = classifier(bert_inputs())
     assert logits.dtype == "float32" and np.all(np.isfinite(logits.numpy()))
+
+
+def test_raw_text_classifier_round_trips_through_a_keras_file(tmp_path):
+    from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
+
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "##s"]
+    preprocessor = BertPreprocessor(WordPieceTokenizer(vocabulary), seq_length=8)
+    classifier = models.BertClassifier(models.BertEncoder.from_preset("bert_tiny", vocab_size=len(vocabulary)), 2)
+    text = keras.Input(shape=(), dtype="string")
+    model = keras.Model(text, classifier(preprocessor(text)))
+    probe = tf.constant(["good films", "bad film", ""])
+    expected = classifier(preprocessor(probe)).numpy()
+    np.testing.assert_array_equal(model(probe).numpy(), expected)  # same graph as the eager call
+    model.save(tmp_path / "text_classifier.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "text_classifier.keras")(probe).numpy(), expected)

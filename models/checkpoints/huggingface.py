@@ -71,7 +71,8 @@ def load_safetensors(directory):
         try:
             with safe_open(path, framework="numpy") as f:
                 for key in f.keys():
-                    tensors[key] = f.get_tensor(key)
+                    value = f.get_tensor(key)
+                    tensors[key] = value.astype(np.float32) if value.dtype.name == "bfloat16" else value
         except TypeError:  # bfloat16 has no numpy dtype; read through TensorFlow
             import tensorflow as tf
 

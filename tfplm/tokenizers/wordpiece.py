@@ -196,10 +196,12 @@ def pack_segments(segments, seq_length, cls_token_id, sep_token_id, pad_token_id
     ids, type_ids = tf_text.combine_segments(trimmed, cls_token_id, sep_token_id)
     word_ids, mask = tf_text.pad_model_inputs(ids, seq_length, pad_value=pad_token_id)
     type_ids, _ = tf_text.pad_model_inputs(type_ids, seq_length, pad_value=0)
+    # Keys in sorted order, like BertEncoder's inputs: Keras matches nested
+    # dicts by their flattened order.
     return {
-        "input_word_ids": tf.cast(word_ids, tf.int32),
         "input_mask": tf.cast(mask, tf.int32),
         "input_type_ids": tf.cast(type_ids, tf.int32),
+        "input_word_ids": tf.cast(word_ids, tf.int32),
     }
 
 
@@ -277,8 +279,11 @@ class BertPreprocessor(keras.layers.Layer):
 
     def compute_output_spec(self, text):
         first = text[0] if isinstance(text, (tuple, list)) else text
-        spec = keras.KerasTensor((first.shape[0], self.seq_length), dtype="int32")
-        return {"input_word_ids": spec, "input_mask": spec, "input_type_ids": spec}
+        shape = (first.shape[0], self.seq_length)
+        return {
+            name: keras.KerasTensor(shape, dtype="int32")  # one distinct tensor per output
+            for name in ("input_mask", "input_type_ids", "input_word_ids")
+        }
 
     def get_config(self):
         config = super().get_config()
