@@ -2,6 +2,7 @@
 
 from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer
 from tfplm.models.gpt import GPT
+from tfplm.models.pretrained import convert_checkpoint, from_pretrained
 from tfplm.models.presets import PRESETS, Preset, flops_per_token, get_preset, list_presets, parameter_count
 from tfplm.models.seq2seq import Seq2SeqTransformer
 
@@ -13,6 +14,8 @@ __all__ = [
     "BertPretrainer",
     "Preset",
     "Seq2SeqTransformer",
+    "convert_checkpoint",
+    "from_pretrained",
     "flops_per_token",
     "get_preset",
     "list_presets",

@@ -227,7 +227,9 @@ class GPT(PretrainedMixin, keras.Model):
             prompts_ids, max_new_tokens, sampler, stop_token_id=end, **sampler_kwargs
         )
         rows = [[t for t in row if t != end] for row in out.tolist()]
-        decoded = [t.decode("utf-8") for t in self.tokenizer.detokenize(tf.ragged.constant(rows, dtype=tf.int32)).numpy()]
+        texts = self.tokenizer.detokenize(tf.ragged.constant(rows, dtype=tf.int32)).numpy()
+        # Byte-level BPE can stop in the middle of a character.
+        decoded = [t.decode("utf-8", errors="replace") for t in texts]
         return decoded[0] if single else decoded
 
     def get_config(self):

@@ -31,7 +31,6 @@ from tfplm.models.checkpoints.common import (
     Checkpoint,
     CheckpointError,
     NameMap,
-    activation,
     transpose,
 )
 

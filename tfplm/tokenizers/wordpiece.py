@@ -270,6 +270,9 @@ class BertPreprocessor(keras.layers.Layer):
         self.tokenizer = tokenizer
         self.seq_length = seq_length
 
+    def build(self, text_shape=None):
+        self.built = True  # stateless: the tokenizer holds the vocabulary
+
     def call(self, text):
         texts = list(text) if isinstance(text, (tuple, list)) else [text]
         t = self.tokenizer
