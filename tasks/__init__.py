@@ -7,7 +7,7 @@ Experiments are listed explicitly below; importing a module registers nothing.
 
 from tfplm import config as config_lib
 from tfplm.registry import Registry
-from tfplm.tasks import pretraining
+from tfplm.tasks import glue, pretraining
 from tfplm.tasks.base import ExperimentConfig, RuntimeConfig, Task, TrainerConfig
 
 EXPERIMENTS = Registry("experiment")
@@ -17,6 +17,9 @@ EXPERIMENTS.register(
 EXPERIMENTS.register(
     "gpt/pretraining", (pretraining.GPTPretrainingTask, pretraining.gpt_pretraining_experiment)
 )
+for _name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
+    EXPERIMENTS.register(f"glue/{_name}", (glue.GlueTask, glue.glue_experiment(_name)))
+EXPERIMENTS.register("text/classification", (glue.GlueTask, glue.custom_experiment))
 
 
 def list_experiments():

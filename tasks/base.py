@@ -102,13 +102,28 @@ class Task(abc.ABC):
         """What data `split` reads, for eval_results.json."""
         return {"split": split}
 
+    def train_steps(self):
+        """Optimizer steps of the whole run."""
+        return self.config.trainer.train_steps
+
+    def steps_per_loop(self):
+        """Steps between logs, validation and checkpoints."""
+        return self.config.trainer.steps_per_loop
+
+    def build_callbacks(self, model_dir):
+        """Extra Keras callbacks for training (e.g. keep the best checkpoint)."""
+        return []
+
+    def predict(self, model, output_dir):
+        """Writes predictions for the task's test data; returns the files."""
+        raise ValueError(f"{type(self).__name__} has no predict mode")
+
     def build_metrics(self):
         """Metrics for `model.compile`."""
         return None
 
     def build_optimizer(self):
-        trainer = self.config.trainer
-        return build_optimizer(trainer.optimizer, trainer.train_steps)
+        return build_optimizer(self.config.trainer.optimizer, self.train_steps())
 
     def compile(self, model):
         """Compiles `model` with this task's optimizer, losses and metrics."""

@@ -19,7 +19,7 @@ from absl import logging
 from tfplm import config as config_lib
 from tfplm.training.distribute import make_strategy, set_precision
 
-MODES = ("train", "eval", "train_and_eval")
+MODES = ("train", "eval", "train_and_eval", "predict")
 
 
 def _is_chief(strategy):
@@ -115,31 +115,35 @@ def run_experiment(task, mode, model_dir, strategy=None):
 
     results = {}
     if mode in ("train", "train_and_eval"):
-        trainer = config.trainer
-        steps_per_loop = min(trainer.steps_per_loop, trainer.train_steps)
-        epochs = math.ceil(trainer.train_steps / steps_per_loop)
-        if step >= trainer.train_steps:
-            logging.info("already trained %d of %d steps", step, trainer.train_steps)
+        train_steps = task.train_steps()
+        steps_per_loop = min(task.steps_per_loop(), train_steps)
+        epochs = math.ceil(train_steps / steps_per_loop)
+        if step >= train_steps:
+            logging.info("already trained %d of %d steps", step, train_steps)
         else:
             dataset = strategy.distribute_datasets_from_function(
-                lambda context: task.build_inputs("train", context)
+                lambda context: task.build_inputs("train", context).repeat()
             )
-            logger = TrainingLogger(
-                manager,
-                write_dir,
-                task.global_batch_size("train"),
-                steps_per_loop,
-            )
+            validation = None
+            if mode == "train_and_eval":
+                validation = strategy.distribute_datasets_from_function(
+                    lambda context: task.build_inputs("validation", context)
+                )
+            logger = TrainingLogger(manager, write_dir, task.global_batch_size("train"), steps_per_loop)
             model.fit(
                 dataset,
                 epochs=epochs,
                 initial_epoch=step // steps_per_loop,
                 steps_per_epoch=steps_per_loop,
-                callbacks=[logger],
+                validation_data=validation,
+                validation_steps=config.trainer.eval_steps or None,
+                callbacks=[logger, *task.build_callbacks(write_dir)],
                 verbose=0,
             )
     if mode in ("eval", "train_and_eval"):
         results = evaluate(task, model, strategy, write_dir)
+    if mode == "predict":
+        results = {"files": task.predict(model, write_dir)}
     return results
 
 
