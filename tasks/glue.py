@@ -135,7 +135,7 @@ class GlueTask(base.Task):
                     text=c.text_column,
                     text_b=c.text_b_column or None,
                     label=None if split == "test" else c.label_column,
-                    id=c.id_column or None,
+                    id=(c.id_column or None) if split == "test" else None,
                 )
                 known = None if split == "train" else self.examples("train").label_names
                 self._examples[split] = text_files.read_labeled_examples(
