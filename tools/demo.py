@@ -3,9 +3,9 @@
 1. learn a WordPiece vocabulary from two public-domain novels;
 2. write BERT pretraining TFRecords (masked LM + next sentence);
 3. pretrain a tiny BERT with `tools/train.py`'s library call;
-4. fine-tune it as a sentiment classifier on a 3,000-sentence SST-2 sample and
-   score it on the real SST-2 dev set;
-5. save the classifier (a `.keras` file that carries its tokenizer).
+4. save it in tfplm's pretrained format and fine-tune it with the `glue/sst2`
+   experiment on a 3,000-sentence SST-2 sample, scored on the real SST-2 dev set;
+5. save the best classifier as a `.keras` model that takes raw text.
 
     python tools/demo.py --output_dir=demo_output
 """
@@ -19,9 +19,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfplm import models, tasks
+from tfplm import tasks
 from tfplm.data import pretraining, text
-from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer, build_wordpiece_vocab
+from tfplm.tokenizers import build_wordpiece_vocab
 from tfplm.training import trainer
 
 FLAGS = flags.FLAGS
@@ -32,14 +32,6 @@ flags.DEFINE_integer("vocab_size", 4000, "WordPiece vocabulary size.")
 flags.DEFINE_integer("pretrain_steps", 300, "Pretraining steps.")
 flags.DEFINE_integer("finetune_epochs", 3, "Fine-tuning epochs.")
 flags.DEFINE_integer("seq_length", 64, "Tokens per example.")
-
-
-def read_sst2(path):
-    """(sentences, labels) of a GLUE SST-2 file, columns found by header name."""
-    rows = [line.rstrip("\r\n").split("\t") for line in open(path, encoding="utf-8")]
-    header = rows[0]
-    sentence, label = header.index("sentence"), header.index("label")
-    return [r[sentence] for r in rows[1:]], np.array([int(r[label]) for r in rows[1:]])
 
 
 def step(title):
@@ -95,31 +87,37 @@ def main(argv):
         print(f"  step {entry['step']:4d}  loss {entry['loss']:.3f}  MLM accuracy {entry['mlm_logits_accuracy']:.3f}")
     print(f"eval: {results['metrics']} ({time.perf_counter() - start:.0f}s)")
 
-    start = step("4. fine-tune on SST-2 (3,000 training sentences), score on the real dev set")
+    start = step("4. fine-tune glue/sst2 on 3,000 SST-2 sentences, score on the real dev set")
     with tf.distribute.get_strategy().scope():
         pretrainer = task.build_model()
     tf.train.Checkpoint(model=pretrainer).restore(
         tf.train.latest_checkpoint(os.path.join(pretrain_dir, "checkpoints"))
     ).expect_partial()
-    tokenizer = WordPieceTokenizer(vocab_file)
-    preprocessor = BertPreprocessor(tokenizer, seq_length=FLAGS.seq_length)
-    classifier = models.BertClassifier(pretrainer.encoder, num_classes=2)
-    classifier.compile(
-        keras.optimizers.AdamW(5e-4),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+    pretrained = pretrainer.encoder.save_pretrained(
+        os.path.join(out, "bert_tiny_books"), tokenizer=pretrainer.tokenizer, seq_length=FLAGS.seq_length
     )
-    train_x, train_y = read_sst2(os.path.join(FLAGS.data_dir, "SST-2", "train.tsv"))
-    dev_x, dev_y = read_sst2(os.path.join(FLAGS.data_dir, "SST-2", "dev.tsv"))
-
-    def dataset(x, y, shuffle):
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        ds = ds.shuffle(len(x), seed=0) if shuffle else ds
-        return ds.batch(32).map(lambda t, label: (preprocessor(t), label)).prefetch(tf.data.AUTOTUNE)
-
-    classifier.fit(dataset(train_x, train_y, True), epochs=FLAGS.finetune_epochs, verbose=2)
-    loss, accuracy = classifier.evaluate(dataset(dev_x, dev_y, False), verbose=0)
-    print(f"SST-2 dev accuracy {accuracy:.3f} on {len(dev_y)} sentences ({time.perf_counter() - start:.0f}s)")
+    print(f"pretrained encoder -> {pretrained}")
+    glue = tasks.get(
+        "glue/sst2",
+        overrides=",".join(
+            [
+                f"task.glue_dir={FLAGS.data_dir}",
+                f"task.init_checkpoint={pretrained}",
+                f"task.seq_length={FLAGS.seq_length}",
+                f"task.epochs={FLAGS.finetune_epochs}",
+                "trainer.optimizer.learning_rate=5e-4",
+            ]
+        ),
+    )
+    finetune_dir = os.path.join(out, "sst2")
+    results = trainer.run_experiment(glue, "train_and_eval", finetune_dir)
+    print(
+        f"SST-2 dev accuracy {results['metrics']['accuracy']:.3f} on "
+        f"{results['data']['examples']} sentences ({time.perf_counter() - start:.0f}s)"
+    )
+    classifier = glue.build_model()
+    classifier.load_weights(os.path.join(finetune_dir, "best.weights.h5"))
+    preprocessor = classifier.preprocessor
 
     step("5. save: a .keras model that takes raw text")
     text_input = keras.Input(shape=(), dtype="string", name="text")
