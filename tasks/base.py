@@ -43,15 +43,15 @@ class RuntimeConfig:
     distribution_strategy: default, one_device, mirrored, multi_worker_mirrored or tpu.
     tpu: TPU address for the tpu strategy.
     mixed_precision: float32, mixed_float16 or mixed_bfloat16.
-    jit_compile: compile train/eval steps with XLA (about 1.7x faster for
-        BERT on this project's CPUs; see BENCHMARKS.md).
+    jit_compile: compile train/eval steps with XLA (on this project's CPU it
+        made no steady difference for bert_small; see BENCHMARKS.md).
     seed: seeds weight initialisation and dropout; None = random.
     """
 
     distribution_strategy: str = "default"
     tpu: str = ""
     mixed_precision: str = "float32"
-    jit_compile: bool = True
+    jit_compile: bool = False
     seed: int | None = None
 
 
