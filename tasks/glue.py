@@ -299,7 +299,11 @@ class GlueTask(base.Task):
     # --- predictions ----------------------------------------------------------
 
     def predict(self, model, output_dir):
-        """Predicts the test split; GLUE tasks write official submission files."""
+        """Predicts the test split with the best weights (if kept, else the latest);
+        GLUE tasks write official submission files."""
+        best = os.path.join(output_dir, "best.weights.h5")
+        if os.path.exists(best):
+            model.load_weights(best)
         dataset = self.build_inputs("test")
         ids = [i.decode() for i in np.concatenate([b["id"].numpy() for b in dataset])] if "id" in dataset.element_spec else None
         logits = model.predict(dataset.map(lambda f: {k: v for k, v in f.items() if k != "id"}), verbose=0)

@@ -80,12 +80,15 @@ def run_experiment(task, mode, model_dir, strategy=None):
 
     Args:
         task: a `tfplm.tasks.Task` whose `config` is an `ExperimentConfig`.
-        mode: "train", "eval" or "train_and_eval".
-        model_dir: checkpoints, TensorBoard logs, config.yaml, eval_results.json.
+        mode: "train", "eval", "train_and_eval" (validating every loop) or
+            "predict" (the task writes predictions for its test data).
+        model_dir: checkpoints, TensorBoard logs, train_log.jsonl, config.yaml,
+            eval_results.json, predictions.
         strategy: a tf.distribute strategy; default: the one the config names.
 
     Returns:
-        dict of evaluation metrics (empty for mode="train").
+        {"step", "metrics", "data"} for the eval modes, {"files"} for predict,
+        {} for train.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; expected one of {', '.join(MODES)}")
