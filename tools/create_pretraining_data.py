@@ -4,7 +4,10 @@
         --input_format=prose --vocab_file=vocab.txt --output=data/books \
         --max_seq_length=128 --max_predictions_per_seq=20 --dupe_factor=5 --num_shards=4
 
-The files use google-research/bert's feature names and dtypes.
+Instances are google-research/bert's (same algorithm, feature names, dtypes
+and padding; see tfplm/data/pretraining.py), made in bounded memory: documents
+are processed `--window_size` at a time, over `--num_workers` processes. The
+same flags and seed give the same bytes, whatever `--num_workers`.
 """
 
 import resource
@@ -29,7 +32,9 @@ flags.DEFINE_integer("random_seed", 12345, "Seed; the same seed gives the same b
 flags.DEFINE_bool("do_whole_word_mask", False, "Mask whole words rather than word pieces.")
 flags.DEFINE_integer("num_shards", 1, "Output files.")
 flags.DEFINE_integer("num_workers", 1, "Processes (at most num_shards).")
-flags.DEFINE_integer("window_size", 200, "Documents held in memory at once.")
+flags.DEFINE_integer("window_size", 200, "Documents tokenized and turned into instances at a time (memory grows with it).")
+flags.DEFINE_integer("cycle_length", 8, "Input files read at a time; documents are taken from them round robin.")
+flags.DEFINE_integer("sentences_per_document", 40, "prose: sentences grouped into one document.")
 
 
 def main(argv):
@@ -44,6 +49,8 @@ def main(argv):
         random_seed=FLAGS.random_seed,
         do_whole_word_mask=FLAGS.do_whole_word_mask,
         window_size=FLAGS.window_size,
+        cycle_length=FLAGS.cycle_length,
+        sentences_per_document=FLAGS.sentences_per_document,
     )
     counts = pretraining.create_pretraining_data(
         text.expand_files(FLAGS.input),

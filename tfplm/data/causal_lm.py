@@ -1,37 +1,86 @@
 """Causal-LM data: documents tokenized into one stream, cut into fixed-length blocks.
 
-Documents are joined with the tokenizer's end token and the stream is cut into
-blocks of `seq_length + 1` tokens with no padding at all; a block gives the
-inputs (its first `seq_length` tokens) and the labels (its last `seq_length`).
+Every document's tokens are followed by the tokenizer's end token, and the
+stream is cut into blocks of `seq_length + 1` tokens, with no padding at all
+(only the stream's last partial block is dropped). A block gives the inputs
+(its first `seq_length` tokens) and the labels (its last `seq_length`), so
+every token is a label exactly once.
+
+Documents: "prose" files (e.g. books) are one document each, paragraphs
+separated by a blank line; "bert" files (a sentence per line) have a document
+per blank-line-separated block, sentences separated by spaces. Text is
+streamed and tokenized a few hundred pieces (paragraphs or lines) at a time;
+each piece keeps its separator at its front, so byte-level BPE splits it as it
+would split the whole document.
 """
 
 import tensorflow as tf
 
-from tfplm.data.pretraining import read_documents
-from tfplm.data.text import expand_files
+from tfplm.data import text as text_lib
+from tfplm.data.pretraining import check_input_format
+
+_PIECES_PER_BATCH = 256
+
+
+def document_pieces(files, input_format="prose"):
+    """Yields (text piece, whether it ends its document), documents in file order."""
+    check_input_format(input_format)
+    for path in files:
+        if input_format == "prose":
+            pieces = [p for p in text_lib.paragraphs(text_lib.read_text(path))]
+            yield from ((p if i == 0 else "\n\n" + p, i == len(pieces) - 1) for i, p in enumerate(pieces))
+        else:
+            with open(path, encoding="utf-8-sig", errors="replace") as f:
+                previous = None  # held back until we know whether it ends a document
+                for line in f:
+                    line = line.strip()
+                    if line:
+                        if previous is not None:
+                            yield previous, False
+                            previous = " " + line
+                        else:
+                            previous = line
+                    elif previous is not None:
+                        yield previous, True
+                        previous = None
+                if previous is not None:
+                    yield previous, True
+
+
+def token_stream(files, tokenizer, input_format="prose"):
+    """A dataset of int32 [None] runs of the token stream (concatenated, the stream)."""
+    end = tf.constant([tokenizer.end_token_id], tf.int32)
+    pieces = tf.data.Dataset.from_generator(
+        lambda: document_pieces(files, input_format),
+        output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.bool)),
+    )
+
+    def tokenize(texts, ends_document):
+        ids = tf.cast(tokenizer.tokenize(texts), tf.int32)
+        ends = tf.RaggedTensor.from_row_lengths(
+            tf.repeat(end, tf.reduce_sum(tf.cast(ends_document, tf.int32))),
+            tf.cast(ends_document, tf.int64),
+        )
+        return tf.concat([ids, ends], axis=1).flat_values
+
+    return pieces.batch(_PIECES_PER_BATCH).map(tokenize)
 
 
 def token_blocks(file_pattern, tokenizer, seq_length, input_format="prose", input_context=None):
-    """A dataset of int32 [seq_length + 1] blocks: the token stream, cut."""
-    documents = [" ".join(d) for d in read_documents(expand_files(file_pattern), input_format)]
-    if input_context and input_context.num_input_pipelines > 1:
-        documents = documents[input_context.input_pipeline_id :: input_context.num_input_pipelines]
-    if not documents:
-        raise ValueError(f"no text in {file_pattern!r}")
-    end = tf.constant([tokenizer.end_token_id], tf.int32)
-    dataset = tf.data.Dataset.from_tensor_slices(documents).batch(256)
-    # Each batch of documents becomes one flat run of tokens, end token after each.
-    dataset = dataset.map(
-        lambda texts: _append_end(tf.cast(tokenizer.tokenize(texts), tf.int32), end).flat_values
-    )
-    return dataset.rebatch(seq_length + 1, drop_remainder=True)
+    """A dataset of int32 [seq_length + 1] blocks: the token stream, cut.
 
-
-def _append_end(ids, end):
-    ends = tf.RaggedTensor.from_row_lengths(
-        tf.repeat(end, ids.nrows()), tf.ones([ids.nrows()], tf.int64)
-    )
-    return tf.concat([ids, ends], axis=1)
+    With `input_context`, each input pipeline reads its own files when there
+    are at least as many files as pipelines; otherwise every pipeline reads
+    everything and keeps block `j` when `j % num_input_pipelines` is its id.
+    """
+    files = text_lib.expand_files(file_pattern)
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline = input_context.input_pipeline_id if input_context else 0
+    shard_blocks = num_pipelines > 1 and len(files) < num_pipelines
+    if num_pipelines > 1 and not shard_blocks:
+        files = files[pipeline::num_pipelines]
+    blocks = token_stream(files, tokenizer, input_format).rebatch(seq_length + 1, drop_remainder=True)
+    return blocks.shard(num_pipelines, pipeline) if shard_blocks else blocks
 
 
 def causal_lm_dataset(
@@ -43,24 +92,42 @@ def causal_lm_dataset(
     input_format="prose",
     input_context=None,
     shuffle_buffer_size=10_000,
+    seed=None,
 ):
-    """Batches of ({"token_ids", "padding_mask"}, labels), all int32 [batch, seq_length].
+    """Batches for next-token prediction from raw text.
 
-    `labels[:, t]` is the token after `token_ids[:, t]`; there is no padding,
-    so `padding_mask` is all ones.
+    Args:
+        file_pattern: glob(s) of text files, comma-separated.
+        tokenizer: has `tokenize` (strings → ragged ids) and `end_token_id`,
+            e.g. `GPT2Tokenizer` or `SentencePieceTokenizer`.
+        seq_length: tokens per example.
+        batch_size: examples per batch (per replica with `input_context`).
+        is_training: shuffle blocks, repeat, drop the last partial batch.
+        input_format: "prose" or "bert" (see the module docstring).
+        input_context: a `tf.distribute.InputContext` (see `token_blocks`).
+        shuffle_buffer_size: blocks shuffled together when training.
+        seed: seed of the shuffle.
+
+    Returns:
+        A dataset of `(features, labels)`:
+        features = {"token_ids": int32 [batch, seq_length],
+        "padding_mask": int32 [batch, seq_length], all ones};
+        labels = int32 [batch, seq_length], `labels[:, t]` the token after
+        `token_ids[:, t]`.
+
+    Example:
+    >>> dataset = causal_lm_dataset("books/*.txt", tokenizer, 128, 16,
+    ...     is_training=True)  # doctest: +SKIP
     """
     blocks = token_blocks(file_pattern, tokenizer, seq_length, input_format, input_context)
     if is_training:
-        blocks = blocks.cache()
         if shuffle_buffer_size > 1:
-            blocks = blocks.shuffle(shuffle_buffer_size)
+            blocks = blocks.shuffle(shuffle_buffer_size, seed=seed)
         blocks = blocks.repeat()
+    blocks = blocks.batch(batch_size, drop_remainder=is_training)
 
     def split(block):
-        return (
-            {"token_ids": block[:-1], "padding_mask": tf.ones([seq_length], tf.int32)},
-            block[1:],
-        )
+        inputs = block[:, :-1]
+        return {"token_ids": inputs, "padding_mask": tf.ones_like(inputs)}, block[:, 1:]
 
-    blocks = blocks.map(split, num_parallel_calls=tf.data.AUTOTUNE)
-    return blocks.batch(batch_size, drop_remainder=is_training).prefetch(tf.data.AUTOTUNE)
+    return blocks.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

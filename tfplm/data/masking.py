@@ -1,47 +1,43 @@
-"""Dynamic masking: BERT pretraining batches straight from raw text, new masks each epoch.
+"""Dynamic masking: BERT pretraining batches straight from raw text, new masks every pass.
 
-Sentence pairs (50% actual next, 50% from another document) are drawn in
-Python from the documents — cheap, no tensors — and everything else runs in
-the tf.data graph with tensorflow_text: WordPiece, round-robin trimming,
-packing, and masking with `RandomItemSelector` + `MaskValuesChooser`
-(15% of the tokens, of which 80% [MASK], 10% random, 10% kept; [CLS], [SEP]
-and padding are never selected). Masks are drawn anew each time the dataset is
-iterated, so every epoch sees different ones.
+The sentence pairs are BERT's own (`InstanceMaker.segment_pairs`: target
+lengths, A/B chunks of whole sentences, 50% actual next / 50% from another
+document of the window, `truncate_seq_pair`), made from the same streamed,
+batch-tokenized windows as the TFRecord writer; when training they are drawn
+anew every epoch. The masking runs in the tf.data graph with tensorflow_text:
+`RandomItemSelector` picks `masked_lm_prob` of the tokens that are not [CLS],
+[SEP] or padding (at most `max_predictions_per_seq` per row) and
+`MaskValuesChooser` replaces 80% of them with [MASK], 10% with a random token
+and keeps 10%. The masks change every time the dataset is iterated, for
+training and evaluation alike (write TFRecords for a fixed evaluation set).
 """
 
+import itertools
 import random
 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from tfplm.data.pretraining import read_documents
+from tfplm.data.pretraining import InstanceMaker, PretrainingDataConfig, check_input_format, tokenized_windows
 from tfplm.data.text import expand_files
 
 
-def sentence_pairs(documents, seed, max_segment_sentences=3):
-    """Yields (text_a, text_b, is_random_next) from documents (lists of sentences)."""
-    rng = random.Random(seed)
-    for index, document in enumerate(documents):
-        i = 0
-        while i < len(document) - 1:
-            length = rng.randint(1, max_segment_sentences)
-            text_a = " ".join(document[i : i + length])
-            i += length
-            if i >= len(document) or rng.random() < 0.5:
-                other = documents[rng.choice([k for k in range(len(documents)) if k != index] or [index])]
-                start = rng.randint(0, len(other) - 1)
-                yield text_a, " ".join(other[start : start + length]), 1
-            else:
-                yield text_a, " ".join(document[i : i + length]), 0
-                i += length
-
-
 def mask_tokens(token_ids, tokenizer, max_predictions_per_seq, masked_lm_prob=0.15):
-    """Masks ragged packed ids [batch, None].
+    """BERT's masking of packed ids, drawn in the graph.
+
+    Per row, `min(max_predictions_per_seq, ceil(masked_lm_prob * n))` of the
+    `n` tokens that are not [CLS], [SEP] or [PAD] are chosen; 80% of them
+    become [MASK], 10% a random id, 10% stay.
+
+    Args:
+        token_ids: int RaggedTensor [batch, None], e.g. `[CLS] A [SEP] B [SEP]` rows.
+        tokenizer: gives `vocabulary_size()` and the special ids.
 
     Returns:
-        (masked ids [batch, None] ragged, positions, original ids and weights,
-        each [batch, max_predictions_per_seq] padded with 0).
+        (masked ids: ragged like `token_ids`; positions, original ids: int
+        [batch, max_predictions_per_seq] (sorted positions, padded with 0);
+        weights: float32 [batch, max_predictions_per_seq], 1 for a real
+        prediction, 0 for padding).
     """
     selector = tf_text.RandomItemSelector(
         max_selections_per_batch=max_predictions_per_seq,
@@ -57,6 +53,24 @@ def mask_tokens(token_ids, tokenizer, max_predictions_per_seq, masked_lm_prob=0.
     return masked, positions, original, tf.cast(weights, tf.float32)
 
 
+def segment_pairs(files, tokenizer, input_format, config, seed, epoch=0, pipeline=0, num_pipelines=1):
+    """Yields unmasked BERT inputs (ids, segment ids, is_random_next) from text files.
+
+    `[CLS] A [SEP] B [SEP]` as int lists; windows `i` with
+    `i % num_pipelines == pipeline` only. The pairs depend on (seed, epoch).
+    """
+    maker = InstanceMaker(config, tokenizer.get_vocabulary())
+    cls_id, sep_id = maker.cls_id, maker.sep_id
+    windows = tokenized_windows(files, tokenizer, input_format, config, keep=lambda i: i % num_pipelines == pipeline)
+    for window_index, documents in windows:
+        rng = random.Random(f"{seed}/{epoch}/{window_index}")
+        for index in range(len(documents)):
+            for tokens_a, tokens_b, is_random_next in maker.segment_pairs(documents, index, rng):
+                ids = [cls_id, *tokens_a, sep_id, *tokens_b, sep_id]
+                segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+                yield ids, segment_ids, int(is_random_next)
+
+
 def dynamic_masking_dataset(
     file_pattern,
     tokenizer,
@@ -68,48 +82,80 @@ def dynamic_masking_dataset(
     masked_lm_prob=0.15,
     input_context=None,
     seed=0,
+    short_seq_prob=0.1,
+    shuffle_buffer_size=10_000,
+    window_size=200,
+    cycle_length=8,
 ):
-    """BERT pretraining batches from raw text, with the structure of
-    `tfplm.data.pretraining.bert_pretraining_dataset`.
+    """BERT pretraining batches from raw text, masked on the fly.
 
     Args:
-        file_pattern: glob(s) of text files.
+        file_pattern: glob(s) of text files, comma-separated.
         tokenizer: a `WordPieceTokenizer`.
-        input_format: "bert" or "prose" (see `read_documents`).
-        input_context: a `tf.distribute.InputContext`; documents are sharded.
-    """
-    documents = list(read_documents(expand_files(file_pattern), input_format))
-    if input_context and input_context.num_input_pipelines > 1:
-        documents = documents[input_context.input_pipeline_id :: input_context.num_input_pipelines]
-    epoch = [seed]
+        seq_length, max_predictions_per_seq: the shapes of the outputs.
+        batch_size: examples per batch (per replica with `input_context`).
+        is_training: new pairs every epoch, shuffle, repeat, drop the last
+            partial batch.
+        input_format: "bert" or "prose" (see `pretraining.read_documents`).
+        masked_lm_prob: fraction of the tokens to predict.
+        input_context: a `tf.distribute.InputContext`; each input pipeline
+            makes pairs from its own windows of documents.
+        seed: seed of the pairs (the masks are drawn by TensorFlow ops).
+        short_seq_prob, window_size, cycle_length: as in `PretrainingDataConfig`.
+        shuffle_buffer_size: examples shuffled together when training.
 
-    def pairs():
-        epoch[0] += 1  # new pairs each time the dataset is iterated
-        yield from sentence_pairs(documents, epoch[0] if is_training else seed)
+    Returns:
+        A dataset of (features, labels) with exactly the structure, dtypes and
+        shapes of `tfplm.data.pretraining.bert_pretraining_dataset`:
+        features = {"input_word_ids", "input_mask", "input_type_ids": int32
+        [batch, seq_length], "masked_lm_positions": int32 [batch,
+        max_predictions_per_seq]}; labels = {"masked_lm_ids": int32,
+        "masked_lm_weights": float32, both [batch, max_predictions_per_seq];
+        "next_sentence_labels": int32 [batch]}.
+
+    Example:
+    >>> dataset = dynamic_masking_dataset("books/*.txt", tokenizer, 128, 20, 32,
+    ...     is_training=True, input_format="prose")  # doctest: +SKIP
+    """
+    check_input_format(input_format)
+    files = expand_files(file_pattern)
+    config = PretrainingDataConfig(
+        max_seq_length=seq_length,
+        max_predictions_per_seq=max_predictions_per_seq,
+        masked_lm_prob=masked_lm_prob,
+        short_seq_prob=short_seq_prob,
+        window_size=window_size,
+        cycle_length=cycle_length,
+    )
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline = input_context.input_pipeline_id if input_context else 0
+    epochs = itertools.count()
+
+    def generate():
+        # tf.data calls this once per pass (each `repeat`): a new epoch, new pairs.
+        epoch = next(epochs) if is_training else 0
+        yield from segment_pairs(files, tokenizer, input_format, config, seed, epoch, pipeline, num_pipelines)
 
     dataset = tf.data.Dataset.from_generator(
-        pairs,
+        generate,
         output_signature=(
-            tf.TensorSpec([], tf.string),
-            tf.TensorSpec([], tf.string),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([], tf.int32),
         ),
     )
     if is_training:
-        dataset = dataset.shuffle(10_000).repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=is_training)
+        if shuffle_buffer_size > 1:
+            dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
+        dataset = dataset.repeat()
+    dataset = dataset.ragged_batch(batch_size, drop_remainder=is_training)
 
-    def featurize(text_a, text_b, is_random_next):
-        segments = [tokenizer.tokenize(text_a), tokenizer.tokenize(text_b)]
-        trimmed = tf_text.RoundRobinTrimmer(max_seq_length=seq_length - 3).trim(segments)
-        ids, type_ids = tf_text.combine_segments(trimmed, tokenizer.cls_token_id, tokenizer.sep_token_id)
-        masked, positions, original, weights = mask_tokens(
-            ids, tokenizer, max_predictions_per_seq, masked_lm_prob
-        )
-        masked, input_mask = tf_text.pad_model_inputs(masked, seq_length, pad_value=tokenizer.pad_token_id)
-        type_ids, _ = tf_text.pad_model_inputs(type_ids, seq_length)
+    def featurize(ids, segment_ids, is_random_next):
+        masked, positions, original, weights = mask_tokens(ids, tokenizer, max_predictions_per_seq, masked_lm_prob)
+        word_ids, input_mask = tf_text.pad_model_inputs(masked, seq_length, pad_value=tokenizer.pad_token_id)
+        type_ids, _ = tf_text.pad_model_inputs(segment_ids, seq_length)
         features = {
-            "input_word_ids": tf.cast(masked, tf.int32),
+            "input_word_ids": tf.cast(word_ids, tf.int32),
             "input_mask": tf.cast(input_mask, tf.int32),
             "input_type_ids": tf.cast(type_ids, tf.int32),
             "masked_lm_positions": tf.cast(positions, tf.int32),
