@@ -40,6 +40,23 @@ flags.DEFINE_integer("sentences_per_document", 40, "prose: sentences grouped int
 def main(argv):
     del argv
     start = time.perf_counter()
+    try:
+        counts = _create()
+    except ValueError as error:  # a bad flag or input: say which, without a traceback
+        raise app.UsageError(str(error))
+    elapsed = time.perf_counter() - start
+    total = sum(counts.values())
+    for path, n in counts.items():
+        print(f"{path}: {n} instances")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        f"{total} instances in {elapsed:.1f}s ({total / elapsed:.0f}/s); "
+        f"peak RSS {peak_mb:.0f} MB (largest worker process {children_mb:.0f} MB)"
+    )
+
+
+def _create():
     config = pretraining.PretrainingDataConfig(
         max_seq_length=FLAGS.max_seq_length,
         max_predictions_per_seq=FLAGS.max_predictions_per_seq,
@@ -52,7 +69,7 @@ def main(argv):
         cycle_length=FLAGS.cycle_length,
         sentences_per_document=FLAGS.sentences_per_document,
     )
-    counts = pretraining.create_pretraining_data(
+    return pretraining.create_pretraining_data(
         text.expand_files(FLAGS.input),
         FLAGS.vocab_file,
         FLAGS.output,
@@ -61,16 +78,6 @@ def main(argv):
         lowercase=FLAGS.do_lower_case,
         num_shards=FLAGS.num_shards,
         num_workers=FLAGS.num_workers,
-    )
-    elapsed = time.perf_counter() - start
-    total = sum(counts.values())
-    for path, n in counts.items():
-        print(f"{path}: {n} instances")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(
-        f"{total} instances in {elapsed:.1f}s ({total / elapsed:.0f}/s); "
-        f"peak RSS {max(peak_mb, children_mb):.0f} MB"
     )
 
 

@@ -127,6 +127,7 @@ def causal_lm_dataset(
     blocks = blocks.batch(batch_size, drop_remainder=is_training)
 
     def split(block):
+        block = tf.ensure_shape(block, [batch_size if is_training else None, seq_length + 1])
         inputs = block[:, :-1]
         return {"token_ids": inputs, "padding_mask": tf.ones_like(inputs)}, block[:, 1:]
 

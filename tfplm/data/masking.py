@@ -150,6 +150,8 @@ def dynamic_masking_dataset(
         dataset = dataset.repeat()
     dataset = dataset.ragged_batch(batch_size, drop_remainder=is_training)
 
+    static_batch = batch_size if is_training else None
+
     def featurize(ids, segment_ids, is_random_next):
         masked, positions, original, weights = mask_tokens(ids, tokenizer, max_predictions_per_seq, masked_lm_prob)
         word_ids, input_mask = tf_text.pad_model_inputs(masked, seq_length, pad_value=tokenizer.pad_token_id)
@@ -165,6 +167,7 @@ def dynamic_masking_dataset(
             "masked_lm_weights": weights,
             "next_sentence_labels": is_random_next,
         }
-        return features, labels
+        # Static shapes, as the TFRecord reader gives (XLA wants them).
+        return tf.nest.map_structure(lambda t: tf.ensure_shape(t, [static_batch, *t.shape[1:]]), (features, labels))
 
     return dataset.map(featurize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
