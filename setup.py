@@ -39,6 +39,8 @@ setup(
         "safetensors>=0.4",
         "sentencepiece>=0.2",
         "numpy>=1.26",
+        # Warmup requests (PredictionLog protos) in every TF Serving export.
+        "tensorflow-serving-api>=2.21,<2.22",
     ],
     extras_require={
         "test": [
@@ -47,7 +49,9 @@ setup(
             "scipy>=1.11",
             "scikit-learn>=1.4",
             "tokenizers>=0.20",
-            "tensorflow-serving-api>=2.21,<2.22",
+            # TF Hub's own BERT code (tf_keras) runs against our TF Hub export in a test.
+            "tensorflow-hub>=0.16,<0.17",
+            "tf-keras>=2.21,<2.22",
         ],
     },
 )
