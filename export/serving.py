@@ -411,7 +411,7 @@ def saved_model(model, export_dir, *, model_name=None, version=None, label_names
     kind = model_kind(model)
     if pair and kind not in ("classifier", "regressor"):
         raise ValueError(f"pair=True is for sentence-pair classifiers/regressors, not a {type(model).__name__}")
-    model_name = model_name or _snake_case(type(model).__name__)
+    model_name = model_name or default_model_name(model)
     base = os.path.join(os.path.abspath(os.fspath(export_dir)), model_name)
     version = next_version(base) if version is None else int(version)
     final = os.path.join(base, str(version))
@@ -441,8 +441,10 @@ def saved_model(model, export_dir, *, model_name=None, version=None, label_names
     return final
 
 
-def _snake_case(name):
-    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+def default_model_name(model):
+    """The class name in snake case: "bert_classifier", "gpt", ..."""
+    name = type(model).__name__
+    return "".join("_" + c.lower() if c.isupper() and 0 < i and not name[i - 1].isupper() else c.lower() for i, c in enumerate(name))
 
 
 def load(path):

@@ -63,7 +63,9 @@ class PretrainingConfig:
     vocab_file: vocab.txt (BERT) or a SentencePiece .model (GPT).
     lowercase: the WordPiece vocabulary is uncased.
     train_data, validation_data: the inputs.
-    init_checkpoint: a pretrained directory to start from (tfplm format).
+    init_checkpoint: pretrained weights to continue from: any directory
+        `from_pretrained` reads (tfplm, Hugging Face, Google BERT, keras-nlp).
+        Its tokenizer then replaces `vocab_file`'s.
     """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -74,8 +76,42 @@ class PretrainingConfig:
     init_checkpoint: str = ""
 
 
+PRETRAINED_DIR = "pretrained"
+
+
+class SavePretrained(keras.callbacks.Callback):
+    """Writes the trained model in tfplm's format to `directory` when training ends,
+    ready for `from_pretrained` (e.g. `--init_checkpoint` of a fine-tuning run)."""
+
+    def __init__(self, directory, seq_length):
+        super().__init__()
+        self.directory = directory
+        self.seq_length = seq_length
+
+    def on_train_end(self, logs=None):
+        self.model.save_pretrained(self.directory, seq_length=self.seq_length)
+
+
 class _PretrainingTask(base.Task):
-    """What both pretraining tasks share: the tokenizer, data configs, batch sizes."""
+    """What both pretraining tasks share: the tokenizer, data configs, batch sizes,
+    starting from pretrained weights and saving them."""
+
+    model_class = None  # BertPretrainer or GPT
+
+    def build_callbacks(self, model_dir):
+        """Saves `model_dir/pretrained` at the end of training."""
+        seq_length = self.task_config.train_data.seq_length if self.model_class is BertPretrainer else None
+        return [SavePretrained(os.path.join(model_dir, PRETRAINED_DIR), seq_length)]
+
+    def _from_init_checkpoint(self):
+        """The model of `task.init_checkpoint` (with its tokenizer), or None."""
+        if not self.task_config.init_checkpoint:
+            return None
+        model = self.model_class.from_pretrained(self.task_config.init_checkpoint)
+        if model.tokenizer is None:
+            model.tokenizer = self.tokenizer
+        self._tokenizer = model.tokenizer
+        return model
 
     def _data(self, split):
         data = self.task_config.train_data if split == "train" else self.task_config.validation_data
@@ -123,7 +159,12 @@ class BertPretrainingTask(_PretrainingTask):
             self._tokenizer = WordPieceTokenizer(self._check_vocab_file(), self.task_config.lowercase)
         return self._tokenizer
 
+    model_class = BertPretrainer
+
     def build_model(self):
+        model = self._from_init_checkpoint()
+        if model is not None:
+            return model
         model_config = self.task_config.model
         get_preset(model_config.preset, "bert")
         vocab_size = model_config.vocab_size or self.tokenizer.vocabulary_size()
@@ -200,7 +241,12 @@ class GPTPretrainingTask(_PretrainingTask):
             self._tokenizer = SentencePieceTokenizer(proto=self._check_vocab_file())
         return self._tokenizer
 
+    model_class = GPT
+
     def build_model(self):
+        model = self._from_init_checkpoint()
+        if model is not None:
+            return model
         model_config = self.task_config.model
         vocab_size = model_config.vocab_size or self.tokenizer.vocabulary_size()
         model = GPT.from_preset(model_config.preset, **model_config.overrides(vocab_size))

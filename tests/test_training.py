@@ -129,3 +129,25 @@ def test_mirrored_strategy_matches_the_default_strategy(tmp_path, records, minil
     assert results["mirrored"]["metrics"]["loss"] == pytest.approx(results["default"]["metrics"]["loss"], rel=1e-3)
     mirrored_log, default_log = read_log(str(tmp_path / "mirrored")), read_log(str(tmp_path / "default"))
     np.testing.assert_allclose([e["loss"] for e in mirrored_log], [e["loss"] for e in default_log], rtol=1e-4)
+
+
+def test_pretraining_leaves_a_pretrained_dir_that_fine_tuning_and_more_pretraining_start_from(tmp_path, records, minilm_dir, test_data_dir):
+    from tfplm.models import BertPretrainer
+
+    vocab = str(minilm_dir / "vocab.txt")
+    model_dir = tmp_path / "pretrain"
+    task = tasks.get("bert/pretraining", overrides=overrides(records, vocab, steps=2))
+    trainer.run_experiment(task, "train", str(model_dir))
+    pretrained = model_dir / "pretrained"
+    trained = final_weights(str(model_dir))
+    loaded = BertPretrainer.from_pretrained(str(pretrained))
+    assert loaded.preprocessor.seq_length == SEQ
+    word_embeddings = loaded.encoder.embedding.weights[0].numpy()
+    assert any(np.array_equal(word_embeddings, value) for value in trained.values())
+
+    glue = tasks.get("glue/sst2", overrides=f"task.glue_dir={test_data_dir / 'glue'},task.init_checkpoint={pretrained}")
+    classifier = glue.build_model()
+    np.testing.assert_array_equal(classifier.encoder.embedding.weights[0].numpy(), word_embeddings)
+
+    again = tasks.get("bert/pretraining", overrides=overrides(records, vocab, steps=2) + f",task.init_checkpoint={pretrained}")
+    np.testing.assert_array_equal(again.build_model().encoder.embedding.weights[0].numpy(), word_embeddings)
