@@ -51,6 +51,8 @@ class GlueConfig:
     epochs: training epochs (used when trainer.train_steps is 0).
     dropout: dropout before the classifier.
     skip_bad_rows: skip (and count) malformed rows instead of failing.
+    pad_to_seq_length: pad every batch to `seq_length` (static shapes, as
+        TPUs want) instead of batching by length.
     early_stopping_patience: stop after this many evaluations without a
         better main metric (0 = never); needs mode=train_and_eval.
     """
@@ -75,6 +77,7 @@ class GlueConfig:
     epochs: int = 3
     dropout: float = 0.1
     skip_bad_rows: bool = False
+    pad_to_seq_length: bool = False
     early_stopping_patience: int = 0
 
 
@@ -200,7 +203,8 @@ class GlueTask(base.Task):
         """Batches of (encoder inputs, label), tokenized by the model's preprocessor.
 
         Training batches are shuffled and grouped by length; other splits keep
-        the file order and pad each batch to its longest example.
+        the file order and pad each batch to its longest example. With
+        `pad_to_seq_length`, every example is `seq_length` long instead.
         """
         preprocessor = self._preprocessor()
         dataset = self._raw_dataset(split)
@@ -210,14 +214,15 @@ class GlueTask(base.Task):
         if input_context:
             batch_size = input_context.get_per_replica_batch_size(batch_size)
         labeled = isinstance(dataset.element_spec, tuple)
+        seq_length, static = self.task_config.seq_length, self.task_config.pad_to_seq_length
 
         def featurize(features, label=None):
             texts = [features["text"][None]]
             if "text_b" in features:
                 texts.append(features["text_b"][None])
             packed = preprocessor(tuple(texts))
-            length = tf.reduce_sum(packed["input_mask"])
             # Unpadded: batching pads to the batch's bucket (training) or longest example.
+            length = seq_length if static else tf.reduce_sum(packed["input_mask"])
             inputs = {k: v[0, :length] for k, v in packed.items()}
             return (inputs, label) if labeled else inputs
 
@@ -226,8 +231,10 @@ class GlueTask(base.Task):
         dataset = dataset.map(
             (lambda f, l: featurize(f, l)) if labeled else featurize, num_parallel_calls=tf.data.AUTOTUNE
         )
-        if split == "train":
-            boundaries = _length_buckets(self.task_config.seq_length)
+        if split == "train" and static:
+            dataset = dataset.batch(batch_size, drop_remainder=True)
+        elif split == "train":
+            boundaries = _length_buckets(seq_length)
             dataset = dataset.bucket_by_sequence_length(
                 lambda inputs, label: tf.shape(inputs["input_word_ids"])[0],
                 bucket_boundaries=boundaries,
