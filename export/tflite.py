@@ -286,7 +286,8 @@ def convert(
     file. Beside the .tflite file go `<name>.json` (flavour, quantization,
     seq_length, inputs and outputs with dtypes and shapes, the ops the file
     uses, tokenizer settings and special-token ids, label names) and, for the
-    "ids" flavour, the tokenizer's `vocab.txt`.
+    "ids" flavour, the tokenizer's `vocab.txt` (an existing different
+    `vocab.txt` there is an error: one model per directory).
 
     Args:
         model: a `BertClassifier` or `BertEncoder`; the "text" flavour and
@@ -295,7 +296,7 @@ def convert(
         output_path: the .tflite file to write; its directory is created.
         flavour: "ids" (token ids in, builtin ops only) or "text" (strings
             in, tensorflow_text custom ops).
-        quantize: one of `QUANTIZATIONS`.
+        quantize: one of `QUANTIZATIONS`; "int8" for the "ids" flavour only.
         seq_length: the static sequence length; defaults to that of
             `model.preprocessor`, else min(128, the encoder's max_length).
         representative_texts: sentences (or (text_a, text_b) pairs with
@@ -355,7 +356,8 @@ def convert(
     if label_names is not None:
         label_names = [str(name) for name in label_names]
         if task != "classifier" or len(label_names) != model.num_classes:
-            raise ValueError(f"{len(label_names)} label_names for a model with {getattr(model, 'num_classes', 0)} classes")
+            classes = getattr(model, "num_classes", 0)
+            raise ValueError(f"{len(label_names)} label_names for a model with {classes} classes")
     output_path = os.fspath(output_path)
     if os.path.isdir(output_path):
         raise ValueError(f"output_path {output_path!r} is a directory; pass the .tflite file to write")
@@ -378,7 +380,10 @@ def convert(
     representative = None
     if quantize == "int8":
         representative = _representative_dataset(model, representative_texts, seq_length, pair)
-    logging.info("converting %s to TFLite: flavour=%s quantize=%s seq_length=%d", type(model).__name__, flavour, quantize, seq_length)
+    logging.info(
+        "converting %s to TFLite: flavour=%s quantize=%s seq_length=%d",
+        type(model).__name__, flavour, quantize, seq_length,
+    )
     try:
         content, int8_note = _to_tflite(function, weights, flavour, quantize, representative)
     except Exception as error:  # noqa: BLE001
@@ -512,7 +517,8 @@ class TFLiteModel:
     def _ids_preprocessor(self, preprocessor):
         if preprocessor is None:
             settings = (self.metadata or {}).get("tokenizer")
-            vocab = os.path.join(os.path.dirname(os.path.abspath(self.path)), (settings or {}).get("vocab_file") or "vocab.txt")
+            directory = os.path.dirname(os.path.abspath(self.path))
+            vocab = os.path.join(directory, (settings or {}).get("vocab_file") or "vocab.txt")
             if settings is None or not os.path.isfile(vocab):
                 raise ValueError(
                     f"{self.path!r} takes token ids: pass preprocessor= (the Keras model's BertPreprocessor), "
@@ -540,7 +546,8 @@ class TFLiteModel:
                 yield feed
             return
         segments = (texts,) if texts_b is None else (texts, texts_b)
-        packed = {name: tensor.numpy() for name, tensor in self._tokenize(*(tf.constant(s, tf.string) for s in segments)).items()}
+        packed = self._tokenize(*(tf.constant(s, tf.string) for s in segments))
+        packed = {name: tensor.numpy() for name, tensor in packed.items()}
         for i in range(len(texts)):
             yield {name: packed[name][i : i + 1] for name in ID_INPUTS}
 
@@ -562,9 +569,8 @@ class TFLiteModel:
             if len(texts_b) != len(texts):
                 raise ValueError(f"{len(texts)} texts but {len(texts_b)} texts_b; pass one second text per text")
         if (texts_b is not None) != self.pair:
-            raise ValueError(
-                f"{self.path!r} was exported for {'sentence pairs: pass texts_b' if self.pair else 'single texts: drop texts_b'}"
-            )
+            fix = "sentence pairs: pass texts_b" if self.pair else "single texts: drop texts_b"
+            raise ValueError(f"{self.path!r} was exported for {fix}")
         if not texts:
             return {
                 name: np.zeros((0, *self._output_details[name]["shape"][1:]), self._output_details[name]["dtype"])

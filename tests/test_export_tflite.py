@@ -144,7 +144,10 @@ def test_dynamic_int8_file_is_under_30_percent_of_float32_for_a_real_vocabulary(
     tokenizer = WordPieceTokenizer(str(minilm_dir / "vocab.txt"))
     model = BertClassifier(BertEncoder.from_preset("bert_tiny", vocab_size=tokenizer.vocabulary_size()), 2)
     model.tokenizer = tokenizer
-    paths = {q: tflite.convert(model, tmp_path / q / "m.tflite", quantize=q, seq_length=SEQ_LENGTH) for q in ("none", "dynamic_int8")}
+    paths = {
+        q: tflite.convert(model, tmp_path / q / "m.tflite", quantize=q, seq_length=SEQ_LENGTH)
+        for q in ("none", "dynamic_int8")
+    }
     sizes = {q: os.path.getsize(p) for q, p in paths.items()}
     assert sizes["none"] > 4 * 4_000_000  # float32 weights: ~4.4M parameters
     assert sizes["dynamic_int8"] <= 0.30 * sizes["none"], sizes
@@ -174,7 +177,8 @@ def test_text_flavour_needs_only_tensorflow_texts_ops(export):
     model = export("text", "none")
     assert model.flavour == "text" and model.input_names == ("text",)
     assert model.metadata["inputs"] == [{"name": "text", "dtype": "string", "shape": [1]}]
-    assert model.metadata["custom_ops"] == ["FastBertNormalize", "FastWordpieceTokenizeWithOffsets", "TFText>RoundRobinTrim"]
+    custom_ops = ["FastBertNormalize", "FastWordpieceTokenizeWithOffsets", "TFText>RoundRobinTrim"]
+    assert model.metadata["custom_ops"] == custom_ops
     assert model.metadata["op_resolver"] == "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS"
     with pytest.raises((RuntimeError, ValueError), match="FastBertNormalize|custom op"):
         stock_interpreter(model.path).allocate_tensors()
@@ -196,7 +200,7 @@ def test_text_flavour_gives_the_keras_models_answers(export, classifier, sentenc
 
 def test_tflite_tokenization_differs_only_on_the_documented_inputs(classifier):
     tokenizer = classifier.tokenizer
-    same = ["", " \t\n ", "日本語の映画", "emoji 😀👍🏽", "cafe\u0301 naïve RÉSUMÉ", "It's a charming, often-affecting film!"]
+    same = ["", " \t\n ", "日本語の映画", "emoji 😀👍🏽", "cafe\u0301 naïve RÉSUMÉ", "It's a fine film!"]
     differ = ["x\x00y", "a [MASK] film", b"bad \xff bytes", "\ufffd ok", "wait…", "ﬁlm ｆｕｌｌ"]
     tokenized = tokenizer.tokenize(tf.constant(same + differ)).to_list()
     tokenized_tflite = tokenizer.tokenize_tflite(tf.constant(same + differ)).to_list()
@@ -231,7 +235,10 @@ def test_the_100kb_string_is_truncated_to_seq_length(classifier):
     "lengths", [(0,), (5,), (40,), (0, 0), (3, 4), (40, 2), (2, 40), (40, 40)], ids=str
 )
 def test_pack_single_equals_pack_segments(lengths):
-    segments = [tf.ragged.constant([list(range(100 + 50 * i, 100 + 50 * i + n))], dtype=tf.int32) for i, n in enumerate(lengths)]
+    segments = [
+        tf.ragged.constant([list(range(100 + 50 * i, 100 + 50 * i + n))], dtype=tf.int32)
+        for i, n in enumerate(lengths)
+    ]
     expected = pack_segments(segments, SEQ_LENGTH, 2, 3, 0)
     got = tf.function(lambda: tflite.pack_single(segments, SEQ_LENGTH, 2, 3, 0))()
     for name in tflite.ID_INPUTS:
@@ -244,7 +251,9 @@ def test_sentence_pairs_in_both_flavours(sentences, tmp_path):
     first, second = sentences[0][:8], sentences[0][8:16]
     expected = keras_probabilities(model, first, second)
     for flavour in tflite.FLAVOURS:
-        path = tflite.convert(model, tmp_path / flavour / "pairs.tflite", flavour=flavour, seq_length=SEQ_LENGTH, pair=True)
+        path = tflite.convert(
+            model, tmp_path / flavour / "pairs.tflite", flavour=flavour, seq_length=SEQ_LENGTH, pair=True
+        )
         runner = tflite.TFLiteModel(path, model.preprocessor)
         assert runner.pair
         got = runner(first, second)["probabilities"]
