@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfplm.training import optimization
 
@@ -55,3 +56,30 @@ def test_bad_optimizer_names_are_clear_errors():
         optimization.build_optimizer(optimization.OptimizerConfig(name="sgdd"), 10)
     with pytest.raises(ValueError, match="optimizer.decay='cosine'"):
         optimization.learning_rate_schedule(optimization.OptimizerConfig(decay="cosine"), 10)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_clipping_applies_to_the_gradient_summed_over_replicas(name, mirrored_strategy):
+    # Replica gradients (3, 0) and (0, 4) sum to (3, 4), norm 5, clipped to (0.6, 0.8);
+    # clipping each replica's share first (Keras 3's own order) would give (1, 1).
+    # With beta_2 = 0 and epsilon = learning_rate >> |g| the first step is -g.
+    config = optimization.OptimizerConfig(
+        name=name, learning_rate=1e6, epsilon=1e6, beta_2=0.0, warmup_steps=0, decay="constant",
+        weight_decay=0.0, clipnorm=1.0,
+    )
+    with mirrored_strategy.scope():
+        variable = keras.Variable(np.zeros(2, "float32"))
+        optimizer = optimization.build_optimizer(config, total_steps=10)
+        optimizer.build([variable])
+    shares = tf.constant([[3.0, 0.0], [0.0, 4.0]])
+
+    @tf.function
+    def step():
+        def apply_share():
+            share = shares[tf.distribute.get_replica_context().replica_id_in_sync_group]
+            optimizer.apply_gradients([(share, variable)])
+
+        mirrored_strategy.run(apply_share)
+
+    step()
+    np.testing.assert_allclose(variable.numpy(), [-0.6, -0.8], rtol=1e-5)

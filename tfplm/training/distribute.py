@@ -10,14 +10,57 @@ from absl import logging
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`tf.distribute.MultiWorkerMirroredStrategy` that Keras 3's `fit` can train under.
+
+    Reads the cluster from TF_CONFIG like its base class. Keras 3 (checked:
+    3.15 with TF 2.21) calls `Strategy.reduce` in two ways that TensorFlow's
+    multi-worker implementation rejects, so `fit` fails before its first step:
+
+    * on a whole nested batch, `reduce("MEAN", (x, y, sample_weight), axis=None)`,
+      to build the metrics (keras-team/keras#20329: "Attempt to convert a value
+      ({...}) with an unsupported type (<class 'dict'>) to a Tensor");
+    * on the scalar step logs with `axis=0` (tensorflow/tensorflow#72388:
+      "Invalid reduction dimension 0 for input with 0 dimensions").
+
+    Here a nested value is reduced leaf by leaf, as MirroredStrategy does, and
+    a scalar, having no batch axis, across replicas only, as Keras does for
+    MirroredStrategy's logs. `make_strategy("multi_worker_mirrored")` returns one.
+
+    Example:
+        >>> # every worker, with its own index:
+        >>> # TF_CONFIG='{"cluster": {"worker": ["h1:2222", "h2:2222"]}, "task": {"type": "worker", "index": 0}}'
+        >>> strategy = MultiWorkerMirroredStrategy()  # doctest: +SKIP
+        >>> trainer.run_experiment(task, "train", "gs://bucket/run", strategy)  # doctest: +SKIP
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        if tf.nest.is_nested(value):
+            return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+        if axis is not None and _rank(self.experimental_local_results(value)[0]) == 0:
+            axis = None
+        return super().reduce(reduce_op, value, axis)
+
+
+def _rank(value):
+    shape = getattr(value, "shape", None)
+    return None if shape is None else tf.TensorShape(shape).rank
+
+
 def make_strategy(name="default", tpu="", devices=None):
     """The named strategy.
 
     Args:
         name: one of STRATEGIES. "multi_worker_mirrored" reads the cluster from
             the TF_CONFIG environment variable.
-        tpu: TPU address or name, for "tpu" ("" = the local TPU).
+        tpu: for "tpu": the TPU's name or grpc:// address, "local" on a TPU VM,
+            "" = found automatically (Colab, $TPU_NAME).
         devices: devices for "mirrored" (default: all GPUs, else the CPU).
+
+    Example:
+        >>> strategy = make_strategy("mirrored")  # doctest: +SKIP
+        >>> with strategy.scope():  # doctest: +SKIP
+        ...     model = task.build_model()
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -34,9 +77,16 @@ def make_strategy(name="default", tpu="", devices=None):
                 '"task": {"type": "worker", "index": 0}}'
             )
         logging.info("cluster: %s", json.loads(os.environ["TF_CONFIG"]).get("cluster"))
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        # As TensorFlow documents it (tf.distribute.TPUStrategy).
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        except ValueError as error:
+            raise ValueError(
+                f"distribution_strategy=tpu found no TPU with tpu={tpu!r} ({error}); "
+                "pass --tpu=NAME, a grpc:// address, or 'local' on a TPU VM"
+            ) from error
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)

@@ -3,6 +3,7 @@
 import dataclasses
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 # Variable names (regex search) that get no weight decay: biases and LayerNorm.
@@ -89,6 +90,47 @@ def learning_rate_schedule(config, total_steps):
     return WarmupSchedule(config.learning_rate, warmup, decay)
 
 
+class _ClipsTheSummedGradient:
+    """Clips the gradient of the global batch, not each replica's share of it.
+
+    Keras 3 (TensorFlow backend, checked with 3.15) clips in
+    `_backend_apply_gradients` and sums over replicas only afterwards, in
+    `_all_reduce_sum_gradients`. Under MirroredStrategy or
+    MultiWorkerMirroredStrategy every replica then clips its own part of the
+    gradient to `global_clipnorm`, so N replicas do not train like one device
+    with the same global batch (tf.keras 2 refused clipping under a strategy
+    for this reason). Here, with several replicas, clipping waits until the
+    gradients are summed; with one replica nothing changes.
+    """
+
+    def _clip_gradients(self, grads):
+        if _replicas_in_sync() > 1:
+            return grads  # clipped in _all_reduce_sum_gradients, after the sum
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        grads_and_vars = super()._all_reduce_sum_gradients(grads_and_vars)
+        if _replicas_in_sync() == 1 or not grads_and_vars:
+            return grads_and_vars
+        grads, variables = zip(*grads_and_vars)
+        return list(zip(super()._clip_gradients(list(grads)), variables))
+
+
+def _replicas_in_sync():
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
+
+
+@keras.saving.register_keras_serializable(package="tfplm")
+class AdamW(_ClipsTheSummedGradient, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` that clips the summed gradient under a strategy."""
+
+
+@keras.saving.register_keras_serializable(package="tfplm")
+class Lamb(_ClipsTheSummedGradient, keras.optimizers.Lamb):
+    """`keras.optimizers.Lamb` that clips the summed gradient under a strategy."""
+
+
 def build_optimizer(config, total_steps):
     """A Keras optimizer for `config` (an `OptimizerConfig`) and `total_steps` steps."""
     kwargs = dict(
@@ -100,9 +142,9 @@ def build_optimizer(config, total_steps):
         global_clipnorm=config.clipnorm or None,
     )
     if config.name == "adamw":
-        optimizer = keras.optimizers.AdamW(**kwargs)
+        optimizer = AdamW(**kwargs)
     elif config.name == "lamb":
-        optimizer = keras.optimizers.Lamb(**kwargs)
+        optimizer = Lamb(**kwargs)
     else:
         raise ValueError(f"optimizer.name={config.name!r}; expected 'adamw' or 'lamb'")
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)

@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfplm import config as config_lib
-from tfplm.training.distribute import make_strategy, set_precision
+from tfplm.training.distribute import MultiWorkerMirroredStrategy, make_strategy, set_precision
 
 MODES = ("train", "eval", "train_and_eval", "predict")
 
@@ -66,13 +66,38 @@ class TrainingLogger(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=step)
 
 
-def _restore(manager, model):
-    """Restores the latest checkpoint, if any; returns its step (0 if none)."""
-    if manager.latest_checkpoint:
-        model.optimizer.build(model.trainable_variables)
-        manager.checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        logging.info("restored %s", manager.latest_checkpoint)
+def _restore(checkpoint, directory, model, strategy):
+    """Restores the latest checkpoint in `directory`, if any; returns its step (0 if none)."""
+    # Under a multi-worker strategy creating variables (optimizer slots, the
+    # checkpoint's save counter) is collective: every worker must create the
+    # same ones, so all build the optimizer and all restore the same checkpoint.
+    model.optimizer.build(model.trainable_variables)
+    latest = tf.train.latest_checkpoint(directory)
+    _check_workers_agree(strategy, int(latest.rsplit("-", 1)[1]) if latest else 0)
+    if latest:
+        checkpoint.restore(latest).expect_partial()
+        logging.info("restored %s", latest)
     return int(model.optimizer.iterations.numpy())
+
+
+def _check_workers_agree(strategy, checkpoint_step):
+    """Fails on every worker if they found different latest checkpoints.
+
+    Workers that start from different steps would wait on each other's
+    collectives forever.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    gathered = strategy.run(
+        lambda: tf.distribute.get_replica_context().all_gather(tf.constant([checkpoint_step], tf.int64), axis=0)
+    )
+    steps = sorted(set(strategy.experimental_local_results(gathered)[0].numpy().tolist()))
+    if len(steps) > 1:
+        raise ValueError(
+            f"workers found different latest checkpoints (steps {steps}); every worker resumes "
+            "from the chief's model_dir/checkpoints, so model_dir must be on storage that all "
+            "workers share"
+        )
 
 
 def run_experiment(task, mode, model_dir, strategy=None):
@@ -97,12 +122,20 @@ def run_experiment(task, mode, model_dir, strategy=None):
     if config.runtime.seed is not None:
         keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or make_strategy(config.runtime.distribution_strategy, config.runtime.tpu)
-    # Every worker must save (saving is collective); only the chief's copy counts.
-    write_dir = model_dir if _is_chief(strategy) else os.path.join(
-        model_dir, f"worker_{strategy.cluster_resolver.task_id}"
-    )
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and not isinstance(
+        strategy, MultiWorkerMirroredStrategy
+    ):
+        raise ValueError(
+            "Keras 3's fit cannot train under tf.distribute.MultiWorkerMirroredStrategy itself "
+            "(keras-team/keras#20329); pass tfplm.training.distribute.MultiWorkerMirroredStrategy() "
+            "or make_strategy('multi_worker_mirrored')"
+        )
+    chief = _is_chief(strategy)
+    # Every worker must save (saving is collective); only the chief's copy
+    # counts, and every worker resumes from it.
+    write_dir = model_dir if chief else os.path.join(model_dir, f"worker_{strategy.cluster_resolver.task_id}")
     os.makedirs(write_dir, exist_ok=True)
-    if _is_chief(strategy):
+    if chief:
         config_lib.save_yaml(config, os.path.join(model_dir, "config.yaml"))
 
     with strategy.scope():
@@ -112,9 +145,9 @@ def run_experiment(task, mode, model_dir, strategy=None):
         manager = tf.train.CheckpointManager(
             checkpoint,
             os.path.join(write_dir, "checkpoints"),
-            max_to_keep=config.trainer.max_checkpoints_to_keep,
+            max_to_keep=config.trainer.max_checkpoints_to_keep if chief else 1,
         )
-        step = _restore(manager, model)
+        step = _restore(checkpoint, os.path.join(model_dir, "checkpoints"), model, strategy)
 
     results = {}
     if mode in ("train", "train_and_eval"):
