@@ -52,6 +52,8 @@ setup(
             # TF Hub's own BERT code (tf_keras) runs against our TF Hub export in a test.
             "tensorflow-hub>=0.16,<0.17",
             "tf-keras>=2.21,<2.22",
+            # The stock LiteRT interpreter proves the "ids" TFLite flavour needs builtin ops only.
+            "ai-edge-litert>=2.3,<2.4",
         ],
     },
 )

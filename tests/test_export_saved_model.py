@@ -11,7 +11,6 @@ import pytest
 import tensorflow as tf
 
 from tfplm import export, models
-from tfplm.export import hub as hub_export
 from tfplm.export import serving as serving_lib
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
@@ -304,7 +303,7 @@ def test_gpt_sampling_is_seeded_and_bad_parameters_are_clipped_or_refused(gpt_ex
 def hub_export_dir(tmp_path_factory):
     model = bert(models.BertEncoder)
     directory = tmp_path_factory.mktemp("hub") / "bert"
-    return model, hub_export.hub(model, directory)
+    return model, export.hub(model, directory)
 
 
 def test_hub_preprocessor_and_encoder_match_the_keras_encoder(hub_export_dir, sentences):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfplm.export import tflite
+from tfplm.export import lite
 from tfplm.models import GPT, BertClassifier, BertEncoder, BertPretrainer
 from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 from tfplm.tokenizers.wordpiece import pack_segments
@@ -75,7 +75,7 @@ def export(classifier, sentences, tmp_path_factory):
     def get(flavour, quantize):
         if (flavour, quantize) not in cache:
             path = tmp_path_factory.mktemp(f"{flavour}_{quantize}") / "sst2.tflite"
-            tflite.convert(
+            lite.convert(
                 classifier,
                 path,
                 flavour=flavour,
@@ -83,7 +83,7 @@ def export(classifier, sentences, tmp_path_factory):
                 seq_length=SEQ_LENGTH,
                 representative_texts=sentences[1],
             )
-            cache[flavour, quantize] = tflite.TFLiteModel(path, classifier.preprocessor)
+            cache[flavour, quantize] = lite.TFLiteModel(path, classifier.preprocessor)
         return cache[flavour, quantize]
 
     return get
@@ -96,14 +96,14 @@ def test_ids_float32_matches_keras_within_1e_4(export, classifier, sentences):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("flavour", tflite.FLAVOURS)
+@pytest.mark.parametrize("flavour", lite.FLAVOURS)
 def test_float16_weights_stay_within_1e_3(export, classifier, sentences, flavour):
     # float16 weights keep ~3 significant digits; compute stays float32.
     got = export(flavour, "float16")(sentences[0])["probabilities"]
     np.testing.assert_allclose(got, keras_probabilities(classifier, sentences[0]), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("flavour", tflite.FLAVOURS)
+@pytest.mark.parametrize("flavour", lite.FLAVOURS)
 def test_dynamic_int8_agrees_with_keras_on_real_sentences(export, classifier, sentences, flavour):
     expected = keras_probabilities(classifier, sentences[0])
     assert 0.2 < expected.argmax(1).mean() < 0.8  # both labels occur
@@ -145,14 +145,14 @@ def test_dynamic_int8_file_is_under_30_percent_of_float32_for_a_real_vocabulary(
     model = BertClassifier(BertEncoder.from_preset("bert_tiny", vocab_size=tokenizer.vocabulary_size()), 2)
     model.tokenizer = tokenizer
     paths = {
-        q: tflite.convert(model, tmp_path / q / "m.tflite", quantize=q, seq_length=SEQ_LENGTH)
+        q: lite.convert(model, tmp_path / q / "m.tflite", quantize=q, seq_length=SEQ_LENGTH)
         for q in ("none", "dynamic_int8")
     }
     sizes = {q: os.path.getsize(p) for q, p in paths.items()}
     assert sizes["none"] > 4 * 4_000_000  # float32 weights: ~4.4M parameters
     assert sizes["dynamic_int8"] <= 0.30 * sizes["none"], sizes
     expected = keras_probabilities(model, sentences[0])
-    got = tflite.TFLiteModel(paths["dynamic_int8"])(sentences[0])["probabilities"]
+    got = lite.TFLiteModel(paths["dynamic_int8"])(sentences[0])["probabilities"]
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95
 
 
@@ -160,7 +160,7 @@ def test_ids_flavour_runs_on_the_stock_litert_interpreter_with_builtin_ops_only(
     """No custom op, no Flex: a plain interpreter (no resolver added) loads and runs it."""
     interpreter = stock_interpreter(export("ids", "none").path)
     runner = interpreter.get_signature_runner("serving_default")
-    assert set(runner.get_input_details()) == set(tflite.ID_INPUTS)
+    assert set(runner.get_input_details()) == set(lite.ID_INPUTS)
     for details in runner.get_input_details().values():
         assert list(details["shape"]) == [1, SEQ_LENGTH] and details["dtype"] == np.int32
     inputs = BertPreprocessor(classifier.tokenizer, seq_length=SEQ_LENGTH)(tf.constant(sentences[0][:1]))
@@ -208,7 +208,7 @@ def test_tflite_tokenization_differs_only_on_the_documented_inputs(classifier):
         assert (a == b) == (text in same), text
 
 
-@pytest.mark.parametrize("flavour", tflite.FLAVOURS)
+@pytest.mark.parametrize("flavour", lite.FLAVOURS)
 def test_inputs_that_must_not_break_give_well_formed_outputs(export, classifier, flavour):
     model = export(flavour, "none")
     one_by_one = np.concatenate([model(text)["probabilities"] for text in EDGE_INPUTS])
@@ -225,7 +225,7 @@ def test_inputs_that_must_not_break_give_well_formed_outputs(export, classifier,
 
 def test_the_100kb_string_is_truncated_to_seq_length(classifier):
     tokenizer = classifier.tokenizer
-    packed = tflite.pack_single([tokenizer.tokenize_tflite(tf.constant([EDGE_INPUTS[2]]))], SEQ_LENGTH, 2, 3)
+    packed = lite.pack_single([tokenizer.tokenize_tflite(tf.constant([EDGE_INPUTS[2]]))], SEQ_LENGTH, 2, 3)
     assert packed["input_word_ids"].shape == (1, SEQ_LENGTH)
     assert packed["input_mask"].numpy().sum() == SEQ_LENGTH
     assert packed["input_word_ids"].numpy()[0, -1] == tokenizer.sep_token_id
@@ -240,8 +240,8 @@ def test_pack_single_equals_pack_segments(lengths):
         for i, n in enumerate(lengths)
     ]
     expected = pack_segments(segments, SEQ_LENGTH, 2, 3, 0)
-    got = tf.function(lambda: tflite.pack_single(segments, SEQ_LENGTH, 2, 3, 0))()
-    for name in tflite.ID_INPUTS:
+    got = tf.function(lambda: lite.pack_single(segments, SEQ_LENGTH, 2, 3, 0))()
+    for name in lite.ID_INPUTS:
         np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy(), err_msg=name)
 
 
@@ -250,11 +250,11 @@ def test_sentence_pairs_in_both_flavours(sentences, tmp_path):
     model = BertClassifier.from_pretrained(HF_BERT, num_classes=3)
     first, second = sentences[0][:8], sentences[0][8:16]
     expected = keras_probabilities(model, first, second)
-    for flavour in tflite.FLAVOURS:
-        path = tflite.convert(
+    for flavour in lite.FLAVOURS:
+        path = lite.convert(
             model, tmp_path / flavour / "pairs.tflite", flavour=flavour, seq_length=SEQ_LENGTH, pair=True
         )
-        runner = tflite.TFLiteModel(path, model.preprocessor)
+        runner = lite.TFLiteModel(path, model.preprocessor)
         assert runner.pair
         got = runner(first, second)["probabilities"]
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0, err_msg=flavour)
@@ -264,17 +264,17 @@ def test_sentence_pairs_in_both_flavours(sentences, tmp_path):
 
 def test_regressor_outputs_a_score(sentences, tmp_path):
     model = BertClassifier.from_pretrained(HF_BERT, num_classes=1)
-    path = tflite.convert(model, tmp_path / "stsb.tflite", seq_length=SEQ_LENGTH)
-    got = tflite.TFLiteModel(path, model.preprocessor)(sentences[0][:5])
+    path = lite.convert(model, tmp_path / "stsb.tflite", seq_length=SEQ_LENGTH)
+    got = lite.TFLiteModel(path, model.preprocessor)(sentences[0][:5])
     assert list(got) == ["score"] and got["score"].shape == (5,)
     np.testing.assert_allclose(got["score"], keras_outputs(model, sentences[0][:5]).numpy()[:, 0], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("flavour", tflite.FLAVOURS)
+@pytest.mark.parametrize("flavour", lite.FLAVOURS)
 def test_encoder_outputs_pooled_and_sequence_output(sentences, tmp_path, flavour):
     model = BertEncoder.from_pretrained(HF_BERT)
-    path = tflite.convert(model, tmp_path / "encoder.tflite", flavour=flavour, seq_length=SEQ_LENGTH)
-    got = tflite.TFLiteModel(path, model.preprocessor)(sentences[0][:4])
+    path = lite.convert(model, tmp_path / "encoder.tflite", flavour=flavour, seq_length=SEQ_LENGTH)
+    got = lite.TFLiteModel(path, model.preprocessor)(sentences[0][:4])
     expected = keras_outputs(model, sentences[0][:4])
     assert got["sequence_output"].shape == (4, SEQ_LENGTH, 32) and got["pooled_output"].shape == (4, 32)
     for name in ("pooled_output", "sequence_output"):
@@ -288,13 +288,13 @@ def test_the_files_beside_an_ids_model_are_enough_to_tokenize(export, classifier
         metadata = json.load(f)
     assert metadata["seq_length"] == SEQ_LENGTH and metadata["signature"] == "serving_default"
     assert metadata["label_names"] == ["negative", "positive"]
-    assert [i["name"] for i in metadata["inputs"]] == sorted(tflite.ID_INPUTS)
+    assert [i["name"] for i in metadata["inputs"]] == sorted(lite.ID_INPUTS)
     assert metadata["outputs"] == [{"name": "probabilities", "dtype": "float32", "shape": [1, 2]}]
     assert metadata["tokenizer"]["lowercase"] is True
     assert metadata["tokenizer"]["special_token_ids"] == {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
     with open(os.path.join(directory, "vocab.txt"), encoding="utf-8") as f:
         assert f.read().splitlines() == classifier.tokenizer.get_vocabulary()
-    standalone = tflite.TFLiteModel(model.path)  # tokenizer rebuilt from vocab.txt + JSON
+    standalone = lite.TFLiteModel(model.path)  # tokenizer rebuilt from vocab.txt + JSON
     np.testing.assert_array_equal(standalone(sentences[0])["probabilities"], model(sentences[0])["probabilities"])
 
 
@@ -315,7 +315,7 @@ def test_an_empty_batch_gives_empty_outputs(export):
 )
 def test_bad_arguments_are_named(classifier, tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        tflite.convert(classifier, tmp_path / "m.tflite", **kwargs)
+        lite.convert(classifier, tmp_path / "m.tflite", **kwargs)
     assert not os.listdir(tmp_path)
 
 
@@ -329,13 +329,13 @@ def test_bad_arguments_are_named(classifier, tmp_path, kwargs, match):
 )
 def test_unsupported_models_are_refused_by_name(tmp_path, make_model, match):
     with pytest.raises(ValueError, match=match):
-        tflite.convert(make_model(), tmp_path / "m.tflite")
+        lite.convert(make_model(), tmp_path / "m.tflite")
 
 
 def test_the_text_flavour_needs_the_models_tokenizer(tmp_path):
     model = BertClassifier(BertEncoder.from_preset("bert_tiny", vocab_size=100), 2)
     with pytest.raises(ValueError, match="model.tokenizer"):
-        tflite.convert(model, tmp_path / "m.tflite", flavour="text")
+        lite.convert(model, tmp_path / "m.tflite", flavour="text")
 
 
 def test_a_failed_conversion_leaves_no_file(classifier, tmp_path, monkeypatch):
@@ -345,7 +345,7 @@ def test_a_failed_conversion_leaves_no_file(classifier, tmp_path, monkeypatch):
     monkeypatch.setattr(tf.lite.TFLiteConverter, "convert", fail)
     target = tmp_path / "out" / "m.tflite"
     with pytest.raises(RuntimeError, match="TFLite conversion of BertClassifier.*failed: some op is not supported"):
-        tflite.convert(classifier, target, seq_length=SEQ_LENGTH)
+        lite.convert(classifier, target, seq_length=SEQ_LENGTH)
     assert not os.path.exists(target.parent)
 
 
@@ -357,14 +357,14 @@ def test_a_failed_write_leaves_no_partial_file(classifier, tmp_path, monkeypatch
             raise OSError("disk full")
         replace(src, dst)
 
-    monkeypatch.setattr(tflite.os, "replace", fail_on_the_model)
+    monkeypatch.setattr(lite.os, "replace", fail_on_the_model)
     with pytest.raises(OSError, match="disk full"):
-        tflite.convert(classifier, tmp_path / "m.tflite", seq_length=SEQ_LENGTH)
+        lite.convert(classifier, tmp_path / "m.tflite", seq_length=SEQ_LENGTH)
     assert sorted(os.listdir(tmp_path)) == ["m.json", "vocab.txt"]  # complete files; no .tflite, no temp file
 
 
 def test_another_models_vocab_in_the_directory_is_not_overwritten(classifier, tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nother\n")
     with pytest.raises(ValueError, match="another vocabulary"):
-        tflite.convert(classifier, tmp_path / "m.tflite", seq_length=SEQ_LENGTH)
+        lite.convert(classifier, tmp_path / "m.tflite", seq_length=SEQ_LENGTH)
     assert sorted(os.listdir(tmp_path)) == ["vocab.txt"]

@@ -3,9 +3,11 @@
 1. learn a WordPiece vocabulary from two public-domain novels;
 2. write BERT pretraining TFRecords (masked LM + next sentence);
 3. pretrain a tiny BERT with `tools/train.py`'s library call;
-4. save it in tfplm's pretrained format and fine-tune it with the `glue/sst2`
+4. fine-tune the pretrained model it leaves (tfplm's format) with the `glue/sst2`
    experiment on a 3,000-sentence SST-2 sample, scored on the real SST-2 dev set;
-5. save the best classifier as a `.keras` model that takes raw text.
+5. save the best classifier as a `.keras` model that takes raw text;
+6. export it for TF Serving (raw text in), TF Hub and TFLite (float32 and
+   dynamic-range int8), each checked against the Keras model on SST-2 dev.
 
     python tools/demo.py --output_dir=demo_output
 """
@@ -21,6 +23,7 @@ from absl import app, flags
 
 from tfplm import tasks
 from tfplm.data import pretraining, text
+from tfplm.export import exporter, report
 from tfplm.tokenizers import build_wordpiece_vocab
 from tfplm.training import trainer
 
@@ -88,15 +91,8 @@ def main(argv):
     print(f"eval: {results['metrics']} ({time.perf_counter() - start:.0f}s)")
 
     start = step("4. fine-tune glue/sst2 on 3,000 SST-2 sentences, score on the real dev set")
-    with tf.distribute.get_strategy().scope():
-        pretrainer = task.build_model()
-    tf.train.Checkpoint(model=pretrainer).restore(
-        tf.train.latest_checkpoint(os.path.join(pretrain_dir, "checkpoints"))
-    ).expect_partial()
-    pretrained = pretrainer.encoder.save_pretrained(
-        os.path.join(out, "bert_tiny_books"), tokenizer=pretrainer.tokenizer, seq_length=FLAGS.seq_length
-    )
-    print(f"pretrained encoder -> {pretrained}")
+    pretrained = os.path.join(pretrain_dir, "pretrained")  # written when training ends
+    print(f"pretrained BERT -> {pretrained}")
     glue = tasks.get(
         "glue/sst2",
         overrides=",".join(
@@ -115,8 +111,7 @@ def main(argv):
         f"SST-2 dev accuracy {results['metrics']['accuracy']:.3f} on "
         f"{results['data']['examples']} sentences ({time.perf_counter() - start:.0f}s)"
     )
-    classifier = glue.build_model()
-    classifier.load_weights(os.path.join(finetune_dir, "best.weights.h5"))
+    classifier = trainer.load_trained(glue, finetune_dir)
     preprocessor = classifier.preprocessor
 
     step("5. save: a .keras model that takes raw text")
@@ -128,6 +123,18 @@ def main(argv):
     probe = tf.constant(["a gorgeous, witty, moving film", "dull and lifeless"])
     np.testing.assert_allclose(restored(probe), end_to_end(probe), atol=1e-6)
     print(f"{path}: logits for {probe.numpy().tolist()} = {restored(probe).numpy().round(2).tolist()}")
+
+    start = step("6. export for TF Serving, TF Hub and TFLite; check each on 200 SST-2 dev sentences")
+    serving_dir = os.path.join(out, "serving")
+    dev = glue.examples("validation")
+    result = exporter.export_model(
+        classifier, serving_dir, dev.texts[:200], model_name="sst2", quantize="dynamic_int8",
+        representative_texts=glue.examples("train").texts[:200],
+    )
+    print(report.format_table(result))
+    missed = report.failures(result)
+    print(("missed bars: " + "; ".join(missed)) if missed else "every artifact met its bar", f"({time.perf_counter() - start:.0f}s)")
+    print(f"TF Serving: docker run -p 8501:8501 -v {serving_dir}/sst2:/models/sst2 -e MODEL_NAME=sst2 tensorflow/serving")
     print(f"\nartifacts in {out}")
 
 

@@ -199,3 +199,23 @@ def evaluate(task, model, strategy, model_dir):
         json.dump(results, f, indent=2)
     logging.info("eval at step %d: %s", results["step"], results["metrics"])
     return results
+
+
+def load_trained(task, model_dir):
+    """The task's model with the weights a run left in `model_dir`.
+
+    The weights kept as best by the task's main metric (`best.weights.h5`) if
+    there are any, else the latest checkpoint.
+    """
+    model = task.build_model()
+    best = os.path.join(model_dir, "best.weights.h5")
+    if os.path.exists(best):
+        model.load_weights(best)
+        logging.info("loaded the best weights %s", best)
+        return model
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if latest is None:
+        raise ValueError(f"{model_dir!r} has no best.weights.h5 and no checkpoints/; train there first (tools/train.py)")
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    logging.info("restored %s", latest)
+    return model

@@ -478,7 +478,7 @@ class TFLiteModel:
     def __init__(self, path, preprocessor=None, *, num_threads=None):
         path = os.fspath(path)
         if not os.path.isfile(path):
-            raise ValueError(f"TFLite file {path!r} does not exist; write one with tfplm.export.tflite.convert")
+            raise ValueError(f"TFLite file {path!r} does not exist; write one with tfplm.export.tflite")
         self.path = path
         self.size_bytes = os.path.getsize(path)
         self.metadata = None
