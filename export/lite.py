@@ -62,6 +62,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from absl import logging
 
+from tfplm.export.serving import model_kind
 from tfplm.models import GPT, BertClassifier, BertEncoder
 from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 
@@ -74,10 +75,9 @@ _SUPPORTED = "BertClassifier (classes or a regression score) and BertEncoder"
 
 
 def _task(model):
-    if isinstance(model, BertClassifier):
-        return "regressor" if model.num_classes == 1 else "classifier"
-    if isinstance(model, BertEncoder):
-        return "encoder"
+    """The model's kind (see `serving.model_kind`) if TFLite export covers it."""
+    if isinstance(model, (BertClassifier, BertEncoder)):
+        return model_kind(model)
     if isinstance(model, GPT):
         raise ValueError(
             "TFLite export covers BERT models only, not GPT (its cached generation loop is not a "
