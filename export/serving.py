@@ -73,7 +73,8 @@ def tf_variables(layer, trainable_only=False):
     Tracked by the serving module itself: TF Serving's session-based loader
     (and `saved_model_cli run`) restores only variables it can reach this way.
     """
-    weights = layer.trainable_weights if trainable_only else layer.weights
+    # `variables` also holds the dropout layers' seed-generator states.
+    weights = layer.trainable_weights if trainable_only else layer.variables
     return [w.value for w in weights]
 
 
