@@ -19,8 +19,10 @@ $(STAMP): setup.py
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The suite on a copy of the checkout with no data beside it (as a fresh clone), then the
+# full_data tests here on ../shared/data or $$TFPLM_DATA_DIR: see tools/run_tests.sh.
 test: $(STAMP)
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) tests
+	VENV=$(abspath $(VENV)) PYTEST_WORKERS=$(PYTEST_WORKERS) bash tools/run_tests.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/python tools/demo.py --output_dir=demo_output

@@ -54,6 +54,10 @@ setup(
             "tf-keras>=2.21,<2.22",
             # The stock LiteRT interpreter proves the "ids" TFLite flavour needs builtin ops only.
             "ai-edge-litert>=2.3,<2.4",
+            # tests/test_notebook.py runs a notebook in a real Jupyter kernel.
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
         ],
     },
 )

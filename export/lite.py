@@ -1,5 +1,8 @@
 """TFLite export of BERT classifiers and encoders, and a runner for the files.
 
+What the file computes is the model's serving head's `tflite_function`
+(`tfplm.tasks.serving`); a task type without one cannot be exported here.
+
 `convert(model, "out/model.tflite", flavour=..., quantize=...)` writes one
 `.tflite` file with one signature, `serving_default`
 (`interpreter.get_signature_runner("serving_default")`), in one of two flavours:
@@ -10,7 +13,7 @@
   no custom ops and no Flex delegate. The app tokenizes: `vocab.txt` and
   `<name>.json` beside the file say how (casing, special-token ids, packing,
   seq_length, label names, input and output names).
-* "text": input `text` (tf.string [1]) and, with `pair=True`, `text_b`. The
+* "text": input `text` (tf.string [1]) and, for sentence-pair models, `text_b`. The
   model's own tokenizer runs inside (`WordPieceTokenizer.tokenize_tflite`)
   as tensorflow_text's TFLite custom ops `FastBertNormalize`,
   `FastWordpieceTokenizeWithOffsets` and `TFText>RoundRobinTrim`; everything
@@ -54,7 +57,6 @@ label agreement with float32 for dynamic_int8, 74% for int8).
 
 import json
 import os
-import uuid
 import warnings
 
 import numpy as np
@@ -62,109 +64,33 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from absl import logging
 
-from tfplm.export.serving import model_kind
-from tfplm.models import GPT, BertClassifier, BertEncoder
+from tfplm import publish, tasks
+from tfplm.tasks.serving import BERT_INPUTS as ID_INPUTS
 from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 
 QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
 FLAVOURS = ("ids", "text")
 SIGNATURE_KEY = "serving_default"
-ID_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
 OP_RESOLVER = "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS"
-_SUPPORTED = "BertClassifier (classes or a regression score) and BertEncoder"
+STRING_TYPES = (np.object_, np.bytes_, np.str_)  # how interpreters report tf.string tensors
 
 
-def _task(model):
-    """The model's kind (see `serving.model_kind`) if TFLite export covers it."""
-    if isinstance(model, (BertClassifier, BertEncoder)):
-        return model_kind(model)
-    if isinstance(model, GPT):
-        raise ValueError(
-            "TFLite export covers BERT models only, not GPT (its cached generation loop is not a "
-            "static-shape TFLite graph); serve GPT with tfplm.export.saved_model, whose `generate` "
-            f"signature runs the loop in-graph. Supported here: {_SUPPORTED}"
-        )
-    raise ValueError(f"cannot export a {type(model).__name__} to TFLite; supported: {_SUPPORTED}")
-
-
-def pack_single(segments, seq_length, cls_token_id, sep_token_id, pad_token_id=0):
-    """`pack_segments` for a batch of one, in ops TFLite can run.
-
-    `tokenizers.pack_segments` combines segments with
-    `tensorflow_text.combine_segments`, whose ragged concatenation lowers to
-    `RaggedGather`: neither a TFLite builtin nor one of tensorflow_text's
-    TFLite ops. With one row the ragged values are the row, so the same
-    `[CLS] A [SEP] (B [SEP])` packing is a dense concatenation; trimming is the
-    same `RoundRobinTrimmer`. Tests check it equals `pack_segments`.
-
-    Args:
-        segments: one or two int32 RaggedTensors [1, None].
-        seq_length: length of the packed row.
-        cls_token_id, sep_token_id, pad_token_id: the special ids.
-
-    Returns:
-        dict of int32 [1, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
-    """
-    trimmed = tf_text.RoundRobinTrimmer(max_seq_length=seq_length - 1 - len(segments)).trim(segments)
-    ids, type_ids = [tf.constant([cls_token_id], tf.int32)], [tf.constant([0], tf.int32)]
-    for index, segment in enumerate(trimmed):
-        tokens = tf.cast(segment.flat_values, tf.int32)
-        ids += [tokens, tf.constant([sep_token_id], tf.int32)]
-        type_ids += [tf.fill(tf.shape(tokens), index), tf.constant([index], tf.int32)]
-    ids = tf.concat(ids, 0)
-    padding = [[0, seq_length - tf.shape(ids)[0]]]
-
-    def pad(values, value=0):
-        return tf.reshape(tf.pad(values, padding, constant_values=value), [1, seq_length])
-
-    return {
-        "input_word_ids": pad(ids, pad_token_id),
-        "input_mask": pad(tf.ones_like(ids)),
-        "input_type_ids": pad(tf.concat(type_ids, 0)),
-    }
-
-
-def _serving_function(model, task, flavour, seq_length, pair):
-    """A tf.function with one batch-1 signature and named float32 outputs."""
-
-    def outputs(inputs):
-        if task == "encoder":
-            encoded = model(inputs, training=False)
-            return {name: tf.cast(encoded[name], tf.float32) for name in ("pooled_output", "sequence_output")}
-        logits = tf.cast(model(inputs, training=False), tf.float32)
-        if task == "regressor":
-            return {"score": logits[:, 0]}
-        return {"probabilities": tf.nn.softmax(logits, axis=-1)}
-
-    if flavour == "ids":
-        spec = {name: tf.TensorSpec([1, seq_length], tf.int32, name=name) for name in ID_INPUTS}
-        return tf.function(outputs, input_signature=[spec])
-
-    tokenizer = model.tokenizer
-    names = ("text", "text_b") if pair else ("text",)
-
-    def serve_text(*texts):
-        segments = [tokenizer.tokenize_tflite(text) for text in texts]
-        return outputs(
-            pack_single(segments, seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
-        )
-
-    return tf.function(serve_text, input_signature=[tf.TensorSpec([1], tf.string, name=n) for n in names])
-
-
-def _as_segments(text, pair):
-    if not pair:
+def _as_segments(text, inputs):
+    if len(inputs) == 1:
         return (text,)
-    if not (isinstance(text, (tuple, list)) and len(text) == 2):
-        raise ValueError(f"pair=True: representative_texts must hold (text_a, text_b) pairs, got {text!r:.80}")
+    if not (isinstance(text, (tuple, list)) and len(text) == len(inputs)):
+        raise ValueError(
+            f"this model takes {', '.join(inputs)}: representative_texts must hold ({', '.join(inputs)}) "
+            f"tuples, got {text!r:.80}"
+        )
     return tuple(text)
 
 
-def _representative_dataset(model, texts, seq_length, pair):
+def _representative_dataset(inputs, tokenizer, texts, seq_length):
     """Calibration inputs for full-integer quantization: the "ids" signature's, one example at a time."""
-    columns = [tf.constant(column, tf.string) for column in zip(*(_as_segments(text, pair) for text in texts))]
-    preprocessor = BertPreprocessor(model.tokenizer, seq_length=seq_length)
-    packed = {name: t.numpy() for name, t in preprocessor(tuple(columns) if pair else columns[0]).items()}
+    columns = [tf.constant(column, tf.string) for column in zip(*(_as_segments(text, inputs) for text in texts))]
+    preprocessor = BertPreprocessor(tokenizer, seq_length=seq_length)
+    packed = {name: t.numpy() for name, t in preprocessor(tuple(columns)).items()}
     rows = [{name: packed[name][i : i + 1] for name in ID_INPUTS} for i in range(len(texts))]
     return lambda: iter(rows)
 
@@ -229,7 +155,7 @@ def _describe(content):
         return [
             {
                 "name": name,
-                "dtype": "string" if np.dtype(d["dtype"]).kind in "OSU" else np.dtype(d["dtype"]).name,
+                "dtype": "string" if np.dtype(d["dtype"]).type in STRING_TYPES else np.dtype(d["dtype"]).name,
                 "shape": [int(n) for n in d["shape"]],
             }
             for name, d in sorted(items.items())
@@ -243,20 +169,6 @@ def _builtin_op_names():
     from tensorflow.lite.python import schema_py_generated as schema
 
     return {name for name in vars(schema.BuiltinOperator) if not name.startswith("_")} - {"CUSTOM"}
-
-
-def _write_atomic(path, data):
-    """Writes bytes to `path` through a temporary file and a rename: never half a file."""
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")  # open(): permissions follow the umask
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def metadata_path(tflite_path):
@@ -276,8 +188,6 @@ def convert(
     quantize="none",
     seq_length=None,
     representative_texts=None,
-    pair=False,
-    label_names=None,
 ):
     """Writes `model` as a TFLite file (see the module docstring); returns its path.
 
@@ -290,32 +200,34 @@ def convert(
     `vocab.txt` there is an error: one model per directory).
 
     Args:
-        model: a `BertClassifier` or `BertEncoder`; the "text" flavour and
-            int8 need its `tokenizer` (a `WordPieceTokenizer`, as
-            `from_pretrained` and the GLUE tasks attach).
+        model: a model whose task type's serving head has a TFLite function
+            (`BertClassifier`, `BertEncoder`), with its `BertPreprocessor`
+            (as `from_pretrained` and the tasks build it).
         output_path: the .tflite file to write; its directory is created.
         flavour: "ids" (token ids in, builtin ops only) or "text" (strings
             in, tensorflow_text custom ops).
         quantize: one of `QUANTIZATIONS`; "int8" for the "ids" flavour only.
         seq_length: the static sequence length; defaults to that of
-            `model.preprocessor`, else min(128, the encoder's max_length).
-        representative_texts: sentences (or (text_a, text_b) pairs with
-            `pair=True`) to calibrate int8 activations on; required for
+            `model.preprocessor` (at most the encoder's max_length).
+        representative_texts: sentences (or (text_a, text_b) pairs for a
+            sentence-pair model) to calibrate int8 activations on; required for
             "int8", a few hundred from the training data is typical. Tried
             first with int8 kernels only (TFLITE_BUILTINS_INT8); when some op
             has none, it is logged and that op stays float32.
-        pair: a sentence-pair classifier: the "text" flavour takes `text_b` too.
-        label_names: class names for the JSON; default `model.label_names`.
 
     Returns:
         `output_path`.
+
+    Raises:
+        UnsupportedExport: the model's task type has no TFLite form (`GPT`,
+            `BertPretrainer`): export a SavedModel.
 
     Example:
     >>> model = BertClassifier.from_pretrained("path/to/checkpoint", num_classes=2)  # doctest: +SKIP
     >>> convert(model, "out/sst2.tflite", quantize="dynamic_int8")  # doctest: +SKIP
     'out/sst2.tflite'
     """
-    task = _task(model)
+    head = tasks.serving_head(model)
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour={flavour!r}; expected one of {FLAVOURS}")
     if quantize not in QUANTIZATIONS:
@@ -332,45 +244,23 @@ def convert(
             "quantize='int8' calibrates activations on real inputs: pass representative_texts= "
             "(a few hundred sentences from the training data), or use quantize='dynamic_int8'"
         )
-    if pair and task == "encoder":
-        raise ValueError("pair=True is for sentence-pair classifiers/regressors, not a BertEncoder")
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None and not isinstance(tokenizer, WordPieceTokenizer):
+    # The head says whether its type has a TFLite form (UnsupportedExport if not) and checks seq_length.
+    function, seq_length = head.tflite_function(flavour, seq_length)
+    tokenizer = model.tokenizer
+    if not isinstance(tokenizer, WordPieceTokenizer):
         raise ValueError(f"model.tokenizer is a {type(tokenizer).__name__}; TFLite export needs a WordPieceTokenizer")
-    if tokenizer is None and (flavour == "text" or quantize == "int8"):
-        raise ValueError(
-            f"flavour={flavour!r}, quantize={quantize!r} needs the model's tokenizer: set model.tokenizer = "
-            "WordPieceTokenizer('vocab.txt') (from_pretrained and the GLUE tasks attach it)"
-        )
-    encoder = model if task == "encoder" else model.encoder
-    if seq_length is None:
-        preprocessor = getattr(model, "preprocessor", None)
-        seq_length = preprocessor.seq_length if preprocessor is not None else min(128, encoder.max_length)
-    minimum = 3 if pair else 2
-    if not minimum <= seq_length <= encoder.max_length:
-        raise ValueError(
-            f"seq_length={seq_length}; expected {minimum} to {encoder.max_length} (the encoder's max_length)"
-        )
-    if label_names is None:
-        label_names = getattr(model, "label_names", None)
-    if label_names is not None:
-        label_names = [str(name) for name in label_names]
-        if task != "classifier" or len(label_names) != model.num_classes:
-            classes = getattr(model, "num_classes", 0)
-            raise ValueError(f"{len(label_names)} label_names for a model with {classes} classes")
     output_path = os.fspath(output_path)
     if os.path.isdir(output_path):
         raise ValueError(f"output_path {output_path!r} is a directory; pass the .tflite file to write")
     directory = os.path.dirname(os.path.abspath(output_path))
     vocab_path = os.path.join(directory, "vocab.txt")
-    if flavour == "ids" and tokenizer is not None and os.path.exists(vocab_path):
+    if flavour == "ids" and os.path.exists(vocab_path):
         with open(vocab_path, "rb") as f:
             if f.read() != _vocab_bytes(tokenizer):
                 raise ValueError(
                     f"{vocab_path} holds another vocabulary; write this model's file to its own directory"
                 )
 
-    function = _serving_function(model, task, flavour, seq_length, pair)
     weights = tf.Module()
     # The tf.Variables under the Keras variables, and nothing else: tracking
     # the Keras variables leaves them as uninitialized READ_VARIABLE ops instead
@@ -379,7 +269,7 @@ def convert(
     weights.variables_to_export = [getattr(w, "value", w) for w in model.weights]
     representative = None
     if quantize == "int8":
-        representative = _representative_dataset(model, representative_texts, seq_length, pair)
+        representative = _representative_dataset(head.inputs, tokenizer, representative_texts, seq_length)
     logging.info(
         "converting %s to TFLite: flavour=%s quantize=%s seq_length=%d",
         type(model).__name__, flavour, quantize, seq_length,
@@ -399,39 +289,37 @@ def convert(
     metadata = {
         "format": "tfplm.tflite",
         "model_class": type(model).__name__,
-        "task": task,
+        "serving_head": type(head).__name__,
         "flavour": flavour,
         "quantize": quantize,
         "int8": int8_note,
         "signature": SIGNATURE_KEY,
         "seq_length": seq_length,
-        "pair": bool(pair),
         "inputs": inputs,
         "outputs": outputs,
-        "label_names": label_names,
+        **head.describe(),
         "ops": ops,
         "custom_ops": custom_ops,
         "op_resolver": OP_RESOLVER if custom_ops else None,
     }
-    if tokenizer is not None:
-        metadata["tokenizer"] = {
-            "type": "bert_wordpiece",
-            "vocab_file": "vocab.txt" if flavour == "ids" else None,  # "text": the vocab is in the model
-            "vocab_size": tokenizer.vocabulary_size(),
-            "lowercase": bool(tokenizer.lowercase),
-            "suffix_indicator": "##",
-            "unknown_token": "[UNK]",
-            "special_token_ids": {
-                token: tokenizer.token_to_id(token) for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-            },
-            "packing": "[CLS] A [SEP] (B [SEP]), trimmed round-robin to seq_length, padded with [PAD]; "
-            "input_mask 1 on tokens; input_type_ids 0 for [CLS] A [SEP], 1 for B [SEP]",
-        }
+    metadata["tokenizer"] = {
+        "type": "bert_wordpiece",
+        "vocab_file": "vocab.txt" if flavour == "ids" else None,  # "text": the vocab is in the model
+        "vocab_size": tokenizer.vocabulary_size(),
+        "lowercase": bool(tokenizer.lowercase),
+        "suffix_indicator": "##",
+        "unknown_token": "[UNK]",
+        "special_token_ids": {
+            token: tokenizer.token_to_id(token) for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+        },
+        "packing": "[CLS] A [SEP] (B [SEP]), trimmed round-robin to seq_length, padded with [PAD]; "
+        "input_mask 1 on tokens; input_type_ids 0 for [CLS] A [SEP], 1 for B [SEP]",
+    }
     os.makedirs(directory, exist_ok=True)
-    if flavour == "ids" and tokenizer is not None:
-        _write_atomic(vocab_path, _vocab_bytes(tokenizer))
-    _write_atomic(metadata_path(output_path), (json.dumps(metadata, indent=2) + "\n").encode("utf-8"))
-    _write_atomic(output_path, content)
+    if flavour == "ids":
+        publish.write_bytes(vocab_path, _vocab_bytes(tokenizer))
+    publish.write_text(metadata_path(output_path), json.dumps(metadata, indent=2) + "\n")
+    publish.write_bytes(output_path, content)
     logging.info("wrote %s (%d bytes)", output_path, len(content))
     return output_path
 
@@ -557,7 +445,7 @@ class TFLiteModel:
         Args:
             texts: a string or a list of strings (str or UTF-8 bytes; invalid
                 bytes are tolerated).
-            texts_b: the second texts, for files exported with `pair=True`.
+            texts_b: the second texts, for files of sentence-pair models.
 
         Returns:
             dict of output name → np.ndarray with a leading batch dimension of

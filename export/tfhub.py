@@ -19,13 +19,14 @@ Code written for the TF Hub BERTs works with these unchanged:
 """
 
 import os
-import shutil
 import tempfile
 
 import tensorflow as tf
 
-from tfplm.export.serving import TOKENIZED_SPECS, tf_variables
-from tfplm.models import BertClassifier, BertEncoder, BertPretrainer
+from tfplm import publish
+from tfplm.models import BertEncoder
+from tfplm.tasks.serving import TOKENIZED_SPECS, UnsupportedExport, tf_variables
+from tfplm.tokenizers import WordPieceTokenizer
 from tfplm.tokenizers.wordpiece import pack_segments
 
 
@@ -93,47 +94,56 @@ class HubEncoder(tf.Module):
         return None  # no signature: signatures cannot return the list `encoder_outputs`
 
 
-def _save_atomically(module, directory):
-    signatures = module.trace()
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
-    try:
-        tf.saved_model.save(module, tmp, signatures=signatures)
-        os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def encoder_of(model):
+    """The `BertEncoder` a TF Hub export of `model` holds: the model itself or its `encoder`."""
+    encoder = getattr(model, "encoder", model)
+    if not isinstance(encoder, BertEncoder):
+        raise UnsupportedExport(f"TF Hub's BERT layout needs a BERT model, not a {type(model).__name__}")
+    return encoder
 
 
 def hub(model, export_dir, seq_length=None):
     """Writes `export_dir/preprocessor` and `export_dir/encoder` in TF Hub's BERT layout.
 
+    The folder appears whole or not at all (`tfplm.publish`).
+
     Args:
         model: a `BertEncoder` (or a `BertClassifier` / `BertPretrainer`, whose
-            encoder is exported) with its `tokenizer`, as `from_pretrained`
-            gives it.
-        export_dir: a new or empty directory.
+            encoder is exported) with its preprocessor, as `from_pretrained`
+            and the tasks build it.
+        export_dir: a new directory.
         seq_length: the preprocessor's default length; default that of
-            `model.preprocessor`, else 128.
+            `model.preprocessor`.
 
     Returns:
         (preprocessor path, encoder path).
     """
-    encoder = model.encoder if isinstance(model, (BertClassifier, BertPretrainer)) else model
-    if not isinstance(encoder, BertEncoder):
-        raise ValueError(f"TF Hub's BERT layout needs a BERT model, not a {type(model).__name__}")
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError("this model has no tokenizer: load it with from_pretrained(...) or set `model.tokenizer`")
+    encoder = encoder_of(model)
+    tokenizer = model.tokenizer
+    if not isinstance(tokenizer, WordPieceTokenizer):
+        raise ValueError("this model has no WordPiece tokenizer: load it with from_pretrained(...) or build it with its preprocessor")
+    seq_length = seq_length or model.preprocessor.seq_length
     export_dir = os.path.abspath(os.fspath(export_dir))
-    if os.path.isdir(export_dir) and os.listdir(export_dir):
-        raise ValueError(f"{export_dir} is not empty; choose a new directory for the TF Hub export")
-    preprocessor = getattr(model, "preprocessor", None)
-    seq_length = seq_length or (preprocessor.seq_length if preprocessor is not None else 128)
-    paths = os.path.join(export_dir, "preprocessor"), os.path.join(export_dir, "encoder")
-    with tempfile.TemporaryDirectory() as vocabulary_dir:
+    with publish.directory(export_dir) as tmp, tempfile.TemporaryDirectory() as vocabulary_dir:
         (vocab_file,) = tokenizer.save_vocabulary(vocabulary_dir)
-        _save_atomically(HubPreprocessor(tokenizer, vocab_file, seq_length), paths[0])
-    _save_atomically(HubEncoder(encoder), paths[1])
-    return paths
+        preprocessor = HubPreprocessor(tokenizer, vocab_file, seq_length)
+        tf.saved_model.save(preprocessor, os.path.join(tmp, "preprocessor"), signatures=preprocessor.trace())
+        hub_encoder = HubEncoder(encoder)
+        hub_encoder.trace()
+        tf.saved_model.save(hub_encoder, os.path.join(tmp, "encoder"))
+    return os.path.join(export_dir, "preprocessor"), os.path.join(export_dir, "encoder")
+
+
+def hub_predict(export_dir, seq_length):
+    """`predict` for a TF Hub export (for the export report): {"text"[, "text_b"]: [str]} →
+    the encoder's `pooled_output` and `sequence_output`."""
+    preprocessor = tf.saved_model.load(os.path.join(export_dir, "preprocessor"))
+    encoder = tf.saved_model.load(os.path.join(export_dir, "encoder"))
+
+    def predict(examples):
+        segments = [preprocessor.tokenize(tf.constant(examples[n], tf.string)) for n in ("text", "text_b") if n in examples]
+        inputs = preprocessor.bert_pack_inputs(segments, tf.constant(seq_length))
+        outputs = encoder(inputs, training=False)
+        return {name: outputs[name].numpy() for name in ("pooled_output", "sequence_output")}
+
+    return predict

@@ -1,6 +1,6 @@
 """The model zoo: BERT, GPT and the encoder-decoder Transformer."""
 
-from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer
+from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer, BertTaskModel
 from tfplm.models.gpt import GPT
 from tfplm.models.pretrained import convert_checkpoint, from_pretrained
 from tfplm.models.presets import PRESETS, Preset, flops_per_token, get_preset, list_presets, parameter_count
@@ -12,6 +12,7 @@ __all__ = [
     "BertClassifier",
     "BertEncoder",
     "BertPretrainer",
+    "BertTaskModel",
     "Preset",
     "Seq2SeqTransformer",
     "convert_checkpoint",

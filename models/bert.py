@@ -14,7 +14,7 @@ from tfplm.layers import (
     TransformerEncoderBlock,
     padding_attention_mask,
 )
-from tfplm.models.pretrained import PretrainedMixin
+from tfplm.models.base import TextModel, deserialize, serialize
 from tfplm.models.presets import get_preset
 
 
@@ -23,7 +23,7 @@ def _int_input(name):
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
-class BertEncoder(PretrainedMixin, keras.Model):
+class BertEncoder(TextModel, keras.Model):
     """The BERT Transformer encoder with its pooler.
 
     Args:
@@ -38,6 +38,9 @@ class BertEncoder(PretrainedMixin, keras.Model):
         dropout: dropout on embeddings and sublayer outputs.
         attention_dropout: dropout on attention probabilities.
         layer_norm_epsilon: LayerNorm epsilon.
+        preprocessor: the `BertPreprocessor` (tokenizer + packing) that turns
+            raw text into the inputs; saved with the model (`.keras`,
+            `save_pretrained`, exports). None for a bare backbone.
 
     Inputs (int32 [batch, length]): `input_word_ids`, `input_mask`, `input_type_ids`.
 
@@ -66,6 +69,7 @@ class BertEncoder(PretrainedMixin, keras.Model):
         dropout=0.1,
         attention_dropout=0.1,
         layer_norm_epsilon=1e-12,
+        preprocessor=None,
         **kwargs,
     ):
         dtype = kwargs.pop("dtype", None)
@@ -121,6 +125,7 @@ class BertEncoder(PretrainedMixin, keras.Model):
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.preprocessor = preprocessor
 
     @classmethod
     def from_preset(cls, name, **overrides):
@@ -147,18 +152,37 @@ class BertEncoder(PretrainedMixin, keras.Model):
             "dropout": self.dropout,
             "attention_dropout": self.attention_dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "preprocessor": serialize(self.preprocessor),
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**{**config, "preprocessor": deserialize(config.get("preprocessor"))})
 
 
-class _EncoderTask(PretrainedMixin, keras.Model):
-    """A model made of a `BertEncoder` plus heads; (de)serializes the encoder."""
+class BertTaskModel(TextModel, keras.Model):
+    """Base of the models made of a `BertEncoder` plus heads (a task type's model).
+
+    It has one preprocessor, its encoder's: a `preprocessor` passed to the
+    constructor replaces the encoder's (one object, so a saved model holds its
+    vocabulary once). A subclass sets `self.encoder` and its heads, calls
+    `super().__init__(inputs=..., outputs=...)`, then
+    `self._set_preprocessor(preprocessor)`, and returns its own constructor
+    arguments from `_task_config` (see `BertClassifier`).
+    """
+
+    @property
+    def max_length(self):
+        """The encoder's longest input."""
+        return self.encoder.max_length
 
     def _task_config(self):
         return {}
+
+    def _set_preprocessor(self, preprocessor):
+        if preprocessor is not None:
+            self.encoder.preprocessor = preprocessor
+        self.preprocessor = self.encoder.preprocessor
 
     def get_config(self):
         return {
@@ -170,17 +194,17 @@ class _EncoderTask(PretrainedMixin, keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
+        return cls(**{**config, "encoder": keras.saving.deserialize_keras_object(config["encoder"])})
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
-class BertPretrainer(_EncoderTask):
+class BertPretrainer(BertTaskModel):
     """BERT with its pretraining heads: masked LM (tied to the word embeddings) and NSP.
 
     Args:
         encoder: a `BertEncoder`.
+        preprocessor: a `BertPreprocessor` to use (and give the encoder);
+            default the encoder's.
 
     Inputs: the encoder's three inputs plus `masked_lm_positions`, int32
     [batch, max_predictions_per_seq].
@@ -198,7 +222,7 @@ class BertPretrainer(_EncoderTask):
     (1, 2, 100)
     """
 
-    def __init__(self, encoder, **kwargs):
+    def __init__(self, encoder, preprocessor=None, **kwargs):
         self.encoder = encoder
         self.masked_lm_head = MaskedLMHead(
             encoder.embedding,
@@ -220,6 +244,7 @@ class BertPretrainer(_EncoderTask):
             "nsp_logits": self.next_sentence_head(encoded["pooled_output"]),
         }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._set_preprocessor(preprocessor)
 
     @classmethod
     def from_preset(cls, name, **encoder_overrides):
@@ -228,31 +253,39 @@ class BertPretrainer(_EncoderTask):
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
-class BertClassifier(_EncoderTask):
+class BertClassifier(BertTaskModel):
     """A sentence (pair) classifier on the pooled output; `num_classes=1` regresses.
 
     Args:
         encoder: a `BertEncoder`.
         num_classes: number of classes, or 1 for a regression score (STS-B).
         dropout: dropout before the output layer (0.1 in BERT).
+        preprocessor: a `BertPreprocessor` to use (and give the encoder);
+            default the encoder's.
+        label_names: the class names, in logit order (served as `label`);
+            default "0", "1", ...
 
     Inputs: the encoder's three inputs. Output: float32 logits
     [batch, num_classes] (for regression, the score [batch, 1]).
     """
 
-    def __init__(self, encoder, num_classes, dropout=0.1, **kwargs):
+    def __init__(self, encoder, num_classes, dropout=0.1, preprocessor=None, label_names=None, **kwargs):
+        if label_names is not None and len(label_names) != num_classes:
+            raise ValueError(f"{len(label_names)} label_names for a {num_classes}-class classifier")
         self.encoder = encoder
         self.num_classes = num_classes
         self.dropout = dropout
+        self.label_names = None if label_names is None else tuple(str(name) for name in label_names)
         self.head = ClassificationHead(
             num_classes, dropout=dropout, dtype=encoder.dtype_policy, name="classifier"
         )
         inputs = dict(encoder.input)
         outputs = self.head(encoder(inputs)["pooled_output"])
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._set_preprocessor(preprocessor)
 
     def _task_config(self):
-        return {"num_classes": self.num_classes, "dropout": self.dropout}
+        return {"num_classes": self.num_classes, "dropout": self.dropout, "label_names": self.label_names}
 
     @classmethod
     def from_preset(cls, name, num_classes, dropout=0.1, **encoder_overrides):

@@ -1,20 +1,17 @@
 """GPT (Radford et al., 2018/2019): a decoder-only causal language model."""
 
-import random
-
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from tfplm import generation
 from tfplm.layers import TextEmbedding, TransformerDecoderBlock
-from tfplm.models.pretrained import PretrainedMixin
+from tfplm.models.base import PretrainedMixin, deserialize, serialize
 from tfplm.models.presets import get_preset
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
-class GPT(PretrainedMixin, keras.Model):
+class GPT(PretrainedMixin, generation.CompiledDecoding, keras.Model):
     """GPT-2 style decoder: pre-LN blocks, a final LayerNorm, tied output embedding.
 
     Args:
@@ -24,6 +21,8 @@ class GPT(PretrainedMixin, keras.Model):
         activation: feed-forward activation ("gelu_approximate" as GPT-2).
         dropout: dropout on embeddings, attention and sublayer outputs.
         layer_norm_epsilon: LayerNorm epsilon.
+        tokenizer: the tokenizer of its vocabulary (`generate` and exports use
+            it); saved with the model. None for token ids only.
 
     Inputs: `token_ids` and `padding_mask`, int32 [batch, length].
     Output: next-token logits, float32 [batch, length, vocab_size].
@@ -46,6 +45,7 @@ class GPT(PretrainedMixin, keras.Model):
         activation="gelu_approximate",
         dropout=0.1,
         layer_norm_epsilon=1e-5,
+        tokenizer=None,
         **kwargs,
     ):
         dtype = kwargs.pop("dtype", None)
@@ -99,8 +99,7 @@ class GPT(PretrainedMixin, keras.Model):
         self.activation = activation
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.tokenizer = None  # attached by from_pretrained; used by generate()
-        self._decode_functions = {}
+        self.tokenizer = tokenizer
 
     @classmethod
     def from_preset(cls, name, **overrides):
@@ -135,35 +134,9 @@ class GPT(PretrainedMixin, keras.Model):
         logits = self.embedding.logits(self.final_norm(x[:, -1:, :]))[:, 0, :]
         return ops.cast(logits, "float32"), ops.stack(layer_caches, axis=1)
 
-    def _decode_function(self, sampler, stop_token_id):
-        """One compiled graph per sampler kind: prefill and the token loop in-graph."""
-        key = (sampler.cache_key(), stop_token_id)
-        if key not in self._decode_functions:
-            pad_token_id = 0 if stop_token_id is None else stop_token_id
-
-            @tf.function(
-                input_signature=[
-                    tf.TensorSpec([None, None], tf.int32),
-                    tf.TensorSpec([None, None], tf.bool),
-                    tf.TensorSpec([], tf.int32),
-                ],
-                reduce_retracing=True,
-            )
-            def decode(token_ids, prompt_mask, seed):
-                cache = self.empty_cache(tf.shape(token_ids)[0], tf.shape(token_ids)[1])
-                return generation.decode(
-                    self.next_logits,
-                    token_ids,
-                    prompt_mask,
-                    cache,
-                    sampler,
-                    stop_token_id=stop_token_id,
-                    pad_token_id=pad_token_id,
-                    seed=seed,
-                )
-
-            self._decode_functions[key] = decode
-        return self._decode_functions[key]
+    def initial_cache(self, token_ids, context):
+        """The empty cache for decoding `token_ids` [batch, total_length] (no context)."""
+        return self.empty_cache(tf.shape(token_ids)[0], tf.shape(token_ids)[1])
 
     def generate_ids(
         self, prompts, max_new_tokens, sampler="greedy", stop_token_id=None, **sampler_kwargs
@@ -184,23 +157,13 @@ class GPT(PretrainedMixin, keras.Model):
             shorter prompts continue right after their prompt.
         """
         sampler = generation.get_sampler(sampler, **sampler_kwargs)
-        prompts = [list(map(int, p)) for p in prompts]
-        if not prompts or min(map(len, prompts)) == 0:
-            raise ValueError("every prompt needs at least one token (e.g. the end token)")
-        total = max(map(len, prompts)) + max_new_tokens
+        total = max(map(len, prompts), default=0) + max_new_tokens
         if total > self.max_length:
             raise ValueError(
                 f"prompt + max_new_tokens = {total} exceeds max_length={self.max_length}; "
                 "shorten the prompt or ask for fewer tokens"
             )
-        token_ids = np.zeros((len(prompts), total), np.int32)
-        prompt_mask = np.zeros((len(prompts), total), bool)
-        for row, prompt in enumerate(prompts):
-            token_ids[row, : len(prompt)] = prompt
-            prompt_mask[row, : len(prompt)] = True
-        seed = sampler.seed if sampler.seed is not None else random.randrange(2**31 - 1)
-        decode = self._decode_function(sampler, stop_token_id)
-        return decode(tf.constant(token_ids), tf.constant(prompt_mask), tf.constant(seed)).numpy()
+        return self._decode_prompts(prompts, total, sampler, stop_token_id)
 
     def generate(self, prompts, max_new_tokens, sampler="greedy", **sampler_kwargs):
         """Continues text prompts with the model's tokenizer; returns strings.
@@ -215,8 +178,8 @@ class GPT(PretrainedMixin, keras.Model):
         """
         if self.tokenizer is None:
             raise ValueError(
-                "this GPT has no tokenizer: load it with GPT.from_pretrained(...) or set "
-                "`model.tokenizer`, or call generate_ids() with token ids"
+                "this GPT has no tokenizer: load it with GPT.from_pretrained(...) or build it "
+                "with GPT(..., tokenizer=...), or call generate_ids() with token ids"
             )
         single = isinstance(prompts, str)
         texts = [prompts] if single else list(prompts)
@@ -245,8 +208,9 @@ class GPT(PretrainedMixin, keras.Model):
             "activation": self.activation,
             "dropout": self.dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "tokenizer": serialize(self.tokenizer),
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**{**config, "tokenizer": deserialize(config.get("tokenizer"))})

@@ -7,9 +7,12 @@
   settings, preprocessor length), `model.safetensors` (every weight under its
   Keras weight path, e.g. `block_0/self_attention/query/kernel`) and the
   tokenizer files (vocab.txt; vocab.json + merges.txt; or spm.model);
-* Hugging Face BERT / GPT-2 directories (config.json + model.safetensors);
+* Hugging Face directories (config.json + model.safetensors);
 * Google BERT directories (bert_config.json + bert_model.ckpt.* + vocab.txt);
-* keras-nlp / keras-hub `BertBackbone` / `GPT2Backbone` presets.
+* keras-nlp / keras-hub presets.
+
+Which model families each format can hold, their classes and how each is
+built are in `tfplm.models.families`; this module treats every family alike.
 
 Weights are safetensors, not Keras `.weights.h5`: the file is keyed by weight
 path instead of by Keras' layer-tracking order, so it survives refactors that
@@ -22,26 +25,26 @@ once, with its shape; anything the checkpoint holds that the model does not use
 is reported (`LoadReport`), never silently dropped.
 
 Example:
->>> encoder = BertEncoder.from_pretrained("path/to/hf_bert")  # doctest: +SKIP
->>> inputs = encoder.preprocessor(tf.constant(["hello world"]))  # doctest: +SKIP
->>> encoder(inputs)["sequence_output"].shape  # doctest: +SKIP
-TensorShape([1, 128, 768])
+>>> model, report = load_pretrained("path/to/hf_bert")  # doctest: +SKIP
+>>> print(report.summary())  # doctest: +SKIP
+>>> model(model.preprocessor(tf.constant(["hello world"])))  # doctest: +SKIP
 """
 
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from absl import logging
 
-from tfplm.models.checkpoints import google, huggingface, keras_preset
+from tfplm import publish
+from tfplm.models.base import TextModel
+from tfplm.models.checkpoints import google, huggingface, keras_preset, tokenizer_files
 from tfplm.models.checkpoints.common import (
     HEAD_PREFIXES,
     Checkpoint,
     CheckpointError,
+    directory_of,
     refuse_pickle,
 )
 
@@ -49,65 +52,20 @@ FORMAT_FILE = "tfplm_config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
-# Model class name → family. The classes themselves are imported lazily
-# (bert.py and gpt.py import this module for `PretrainedMixin`).
-MODEL_FAMILIES = {
-    "BertEncoder": "bert",
-    "BertPretrainer": "bert",
-    "BertClassifier": "bert",
-    "GPT": "gpt",
-}
+# Other libraries' formats, in the order they are detected (a keras-nlp preset
+# has a config.json too, so it goes before Hugging Face). Each module has
+# `detect(path)`, `architecture(directory)` and `ARCHITECTURE`; the families a
+# format can hold, with their readers, are in `tfplm.models.families`.
+SOURCE_FORMATS = {"google": google, "keras_nlp": keras_preset, "huggingface": huggingface}
+FORMATS = ("tfplm", *SOURCE_FORMATS)
 
 
-def _model_class(name):
-    from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer
-    from tfplm.models.gpt import GPT
+def _families():
+    # The family table imports the model classes, whose `from_pretrained` and
+    # `save_pretrained` call this module: it is imported when first needed.
+    from tfplm.models import families
 
-    classes = {c.__name__: c for c in (BertEncoder, BertPretrainer, BertClassifier, GPT)}
-    return classes[name]
-
-
-# --- tokenizers that travel with the model -----------------------------------
-
-
-def _tokenizer_classes():
-    from tfplm.tokenizers import GPT2Tokenizer, SentencePieceTokenizer, WordPieceTokenizer
-
-    return {
-        "WordPieceTokenizer": (
-            lambda d, c: WordPieceTokenizer(os.path.join(d, "vocab.txt"), lowercase=c["lowercase"]),
-            lambda t: {"lowercase": bool(t.lowercase)},
-        ),
-        "GPT2Tokenizer": (
-            lambda d, c: GPT2Tokenizer(os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt")),
-            lambda t: {},
-        ),
-        "SentencePieceTokenizer": (
-            lambda d, c: SentencePieceTokenizer(proto=os.path.join(d, "spm.model")),
-            lambda t: {},
-        ),
-    }
-
-
-def _save_tokenizer(tokenizer, directory):
-    name = type(tokenizer).__name__
-    classes = _tokenizer_classes()
-    if name not in classes:
-        raise ValueError(f"cannot save a {name}; tfplm checkpoints carry one of {sorted(classes)}")
-    files = [os.path.basename(p) for p in tokenizer.save_vocabulary(directory)]
-    return {"class_name": name, "config": classes[name][1](tokenizer), "files": files}
-
-
-def _load_tokenizer(spec, directory):
-    if not spec:
-        return None
-    classes = _tokenizer_classes()
-    if spec["class_name"] not in classes:
-        raise CheckpointError(f"{directory}: unknown tokenizer class {spec['class_name']!r}")
-    for name in spec.get("files", []):
-        if not os.path.isfile(os.path.join(directory, name)):
-            raise CheckpointError(f"{directory}: tokenizer file {name!r} is missing")
-    return classes[spec["class_name"]][0](directory, spec.get("config", {}))
+    return families
 
 
 # --- tfplm's own format ------------------------------------------------------
@@ -118,11 +76,28 @@ def is_tfplm_dir(path):
 
 
 def _constructor_config(config):
-    return {k: v for k, v in config.items() if k not in ("name", "trainable", "dtype")}
+    """Backbone constructor arguments: no Keras bookkeeping, no preprocessing (it
+    travels as tokenizer files)."""
+    skip = ("name", "trainable", "dtype", "preprocessor", "tokenizer")
+    return {k: v for k, v in config.items() if k not in skip}
 
 
-def read_tfplm(directory):
-    """Reads a directory written by `save_pretrained` into a `Checkpoint`."""
+def _without_preprocessing(config):
+    """A model's config with the serialized preprocessor/tokenizer left out."""
+    config = {k: v for k, v in config.items() if k not in ("preprocessor", "tokenizer")}
+    if isinstance(config.get("encoder"), dict):
+        encoder = config["encoder"]
+        config["encoder"] = {**encoder, "config": _without_preprocessing(encoder["config"])}
+    return config
+
+
+def read_tfplm(directory, do_lower_case=None):
+    """Reads a directory written by `save_pretrained` into a `Checkpoint`.
+
+    Args:
+        directory: the checkpoint directory.
+        do_lower_case: override the casing its WordPiece tokenizer records.
+    """
     from safetensors.numpy import load_file
 
     with open(os.path.join(directory, FORMAT_FILE), encoding="utf-8") as f:
@@ -133,62 +108,45 @@ def read_tfplm(directory):
             "upgrade tfplm to read it"
         )
     class_name = spec["class_name"]
-    if class_name not in MODEL_FAMILIES:
+    if class_name not in _families().model_classes():
         raise CheckpointError(f"{directory}: unknown model class {class_name!r}")
-    config = spec["config"]
-    num_classes = classifier_dropout = None
-    if class_name in ("BertPretrainer", "BertClassifier"):
-        if class_name == "BertClassifier":
-            num_classes, classifier_dropout = config["num_classes"], config["dropout"]
-        config = config["encoder"]["config"]
+    family, _ = _families().model_classes()[class_name]
+    config, head = spec["config"], {}
+    if "encoder" in config:  # a task model: its heads' arguments around its backbone's config
+        config, head = config["encoder"]["config"], config
     weights = load_file(os.path.join(directory, spec.get("weights", WEIGHTS_FILE)))
-    checkpoint = Checkpoint(
-        family=MODEL_FAMILIES[class_name],
+    tokenizer = tokenizer_files.load(spec.get("tokenizer"), directory)
+    if do_lower_case is not None and hasattr(tokenizer, "lowercase"):
+        tokenizer.lowercase = bool(do_lower_case)
+    return Checkpoint(
+        family=family.name,
         config=_constructor_config(config),
         weights=weights,
         sources={path: path for path in weights},
         ignored={},
-        tokenizer=_load_tokenizer(spec.get("tokenizer"), directory),
-        num_classes=num_classes,
-        classifier_dropout=classifier_dropout,
+        tokenizer=tokenizer,
+        num_classes=head.get("num_classes"),
+        classifier_dropout=head.get("dropout"),
         source_format="tfplm",
         path=directory,
         class_name=class_name,
         seq_length=(spec.get("preprocessor") or {}).get("seq_length"),
+        pair=bool((spec.get("preprocessor") or {}).get("pair", False)),
+        label_names=head.get("label_names"),
     )
-    return checkpoint
 
 
-def _replace_directory(tmp, directory):
-    """Moves the finished `tmp` to `directory`, replacing an older tfplm checkpoint there."""
-    if not os.path.exists(directory):
-        os.rename(tmp, directory)
-        return
-    if not os.path.isdir(directory) or (os.listdir(directory) and not is_tfplm_dir(directory)):
-        raise ValueError(
-            f"{directory!r} exists and is not a tfplm checkpoint; refusing to overwrite it "
-            "(remove it or choose another directory)"
-        )
-    backup = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=os.path.dirname(directory))
-    os.rmdir(backup)
-    os.rename(directory, backup)
-    os.rename(tmp, directory)
-    shutil.rmtree(backup, ignore_errors=True)
-
-
-def save_pretrained(model, directory, tokenizer=None, seq_length=None):
+def save_pretrained(model, directory):
     """Writes `model` in tfplm's format: config, safetensors weights, tokenizer files.
 
-    Everything is written to a temporary sibling directory which is renamed
-    into place at the end, so a crash never leaves a half-written checkpoint.
-    An existing tfplm checkpoint at `directory` is replaced.
+    The checkpoint is written into a hidden sibling directory that is renamed
+    into place at the end (`tfplm.publish`), so a crash never leaves a
+    half-written one. An existing tfplm checkpoint at `directory` is replaced.
 
     Args:
-        model: a `BertEncoder`, `BertPretrainer`, `BertClassifier` or `GPT`.
+        model: a model of a class in `tfplm.models.families`; its tokenizer
+            (and its preprocessor's sequence length, if it has one) ship with it.
         directory: where to write.
-        tokenizer: the tokenizer to ship; defaults to `model.tokenizer`.
-        seq_length: the BERT preprocessor length to record; defaults to that
-            of `model.preprocessor`.
 
     Returns:
         `directory`.
@@ -196,14 +154,14 @@ def save_pretrained(model, directory, tokenizer=None, seq_length=None):
     from safetensors.numpy import save_file
 
     class_name = type(model).__name__
-    if class_name not in MODEL_FAMILIES:
-        raise ValueError(f"cannot save a {class_name}; expected one of {sorted(MODEL_FAMILIES)}")
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    classes = _families().model_classes()
+    if class_name not in classes:
+        raise ValueError(f"cannot save a {class_name}; expected one of {sorted(classes)}")
+    tokenizer = model.tokenizer
     if tokenizer is None:
         logging.warning("saving %s without a tokenizer: the checkpoint cannot preprocess text", class_name)
-    preprocessor = getattr(model, "preprocessor", None)
-    if seq_length is None and preprocessor is not None:
-        seq_length = preprocessor.seq_length
+    preprocessor = model.preprocessor if isinstance(model, TextModel) else None
+    seq_length = preprocessor.seq_length if preprocessor is not None else None
     weights = {}
     for variable in model.weights:
         if variable.path in weights:
@@ -211,58 +169,48 @@ def save_pretrained(model, directory, tokenizer=None, seq_length=None):
         weights[variable.path] = np.ascontiguousarray(np.asarray(variable.numpy()))
 
     directory = os.path.abspath(os.fspath(directory))
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
-    try:
+    if os.path.lexists(directory) and not (
+        os.path.isdir(directory) and (is_tfplm_dir(directory) or not os.listdir(directory))
+    ):
+        raise ValueError(
+            f"{directory!r} exists and is not a tfplm checkpoint; refusing to overwrite it "
+            "(remove it or choose another directory)"
+        )
+    with publish.directory(directory, replace=True) as tmp:
         save_file(weights, os.path.join(tmp, WEIGHTS_FILE), metadata={"format": "tfplm", "class_name": class_name})
         spec = {
             "format": "tfplm",
             "format_version": FORMAT_VERSION,
             "class_name": class_name,
-            "config": model.get_config(),
+            "config": _without_preprocessing(model.get_config()),
             "weights": WEIGHTS_FILE,
-            "tokenizer": _save_tokenizer(tokenizer, tmp) if tokenizer is not None else None,
-            "preprocessor": {"seq_length": seq_length} if seq_length else None,
+            "tokenizer": tokenizer_files.save(tokenizer, tmp) if tokenizer is not None else None,
+            "preprocessor": {"seq_length": seq_length, "pair": preprocessor.pair} if seq_length else None,
         }
-        # The config file is written last: its presence marks a complete checkpoint.
         with open(os.path.join(tmp, FORMAT_FILE), "w", encoding="utf-8") as f:
             json.dump(spec, f, indent=2)
-        _replace_directory(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logging.info("saved %s (%d weights) to %s", class_name, len(weights), directory)
     return directory
 
 
 # --- detection and reading ---------------------------------------------------
 
-FORMATS = ("tfplm", "huggingface", "google", "keras_nlp")
-
 
 def detect_format(path):
     """Which checkpoint format `path` holds: one of `FORMATS`; a clear error otherwise."""
     path = os.fspath(path)
     refuse_pickle(path)
+    if os.path.isfile(path) and path.endswith(".safetensors"):
+        return detect_format(os.path.dirname(path) or ".")
+    if os.path.isdir(path) and is_tfplm_dir(path):
+        return "tfplm"
+    for name, source in SOURCE_FORMATS.items():
+        if source.detect(path):
+            return name
     if os.path.isfile(path):
-        if path.endswith(".safetensors"):
-            return detect_format(os.path.dirname(path) or ".")
-        if path.endswith(".index") and google.is_google_dir(os.path.dirname(path) or "."):
-            return "google"
         raise CheckpointError(f"{path!r} is a file; pass the checkpoint directory")
     if not os.path.isdir(path):
-        if os.path.isfile(path + ".index"):  # a Google checkpoint prefix
-            return "google"
         raise CheckpointError(f"checkpoint {path!r} does not exist")
-    if is_tfplm_dir(path):
-        return "tfplm"
-    if google.is_google_dir(path):
-        return "google"
-    if keras_preset.is_keras_preset_dir(path):
-        return "keras_nlp"
-    if huggingface.is_huggingface_dir(path):
-        return "huggingface"
     raise CheckpointError(
         f"{path!r} is not a checkpoint tfplm recognises: expected {FORMAT_FILE} (tfplm), "
         "config.json + model.safetensors (Hugging Face), bert_config.json + bert_model.ckpt "
@@ -270,31 +218,40 @@ def detect_format(path):
     )
 
 
+def _reader(source_format, path, family):
+    """The family table's reader of the checkpoint at `path`, checked against `family`."""
+    source = SOURCE_FORMATS[source_format]
+    architecture = source.architecture(directory_of(path))
+    readers = _families().converters(source_format)
+    if architecture not in readers:
+        raise CheckpointError(
+            f"{path!r}: {source.ARCHITECTURE} {architecture!r} is not supported; tfplm converts "
+            f"{source.ARCHITECTURE} {sorted(readers)}"
+        )
+    holds, reader = readers[architecture]
+    if family is not None and holds.name != family:
+        raise CheckpointError(f"{path!r} holds a {holds.name} model ({architecture}), not a {family} one")
+    return reader
+
+
 def read_checkpoint(path, family=None, do_lower_case=None):
     """Reads any supported checkpoint into a `Checkpoint` (no model is built).
 
     Args:
         path: a checkpoint directory (or a file inside it).
-        family: "bert" or "gpt" to insist on one.
-        do_lower_case: BERT vocabularies: override the casing the checkpoint
-            records (Hugging Face) or that its directory name implies (Google).
+        family: the name of a family of `tfplm.models.families` to insist on.
+        do_lower_case: WordPiece vocabularies: override the casing the
+            checkpoint records (or, for Google BERT, its directory name implies).
     """
     path = os.fspath(path)
-    kind = detect_format(path)
-    directory = path if os.path.isdir(path) else (os.path.dirname(path) or ".")
-    if kind == "tfplm":
-        checkpoint = read_tfplm(directory)
-    elif kind == "huggingface":
-        checkpoint = huggingface.read(directory, family=family, do_lower_case=do_lower_case)
-    elif kind == "google":
-        prefix = None if os.path.isdir(path) else path.removesuffix(".index")
-        checkpoint = google.read(directory, do_lower_case=do_lower_case, prefix=prefix)
+    family = _families().get(family).name if family is not None else None
+    source_format = detect_format(path)
+    if source_format == "tfplm":
+        checkpoint = read_tfplm(directory_of(path), do_lower_case)
     else:
-        checkpoint = keras_preset.read(directory, family=family)
+        checkpoint = _reader(source_format, path, family)(path, do_lower_case=do_lower_case)
     if family is not None and checkpoint.family != family:
         raise CheckpointError(f"{path!r} holds a {checkpoint.family} model, not a {family} one")
-    if do_lower_case is not None and kind in ("tfplm", "keras_nlp") and hasattr(checkpoint.tokenizer, "lowercase"):
-        checkpoint.tokenizer.lowercase = bool(do_lower_case)
     return checkpoint
 
 
@@ -337,18 +294,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _build(class_name, checkpoint, num_classes, classifier_dropout, overrides):
-    config = {**checkpoint.config, **overrides}
-    if class_name == "GPT":
-        return _model_class("GPT")(**config)
-    encoder = _model_class("BertEncoder")(**config)
-    if class_name == "BertEncoder":
-        return encoder
-    if class_name == "BertPretrainer":
-        return _model_class("BertPretrainer")(encoder)
-    return _model_class("BertClassifier")(encoder, num_classes, classifier_dropout)
-
-
 def _head_of(path):
     return next((name for prefix, name in HEAD_PREFIXES.items() if path.startswith(prefix)), None)
 
@@ -358,8 +303,14 @@ def _describe(checkpoint, path):
     return repr(path) if source == path else f"{source!r} (tfplm weight {path!r})"
 
 
-def assign_weights(model, checkpoint, fresh_prefixes=()):
+def assign_weights(model, checkpoint, fresh_prefixes=(), backbone="its backbone class"):
     """Assigns `checkpoint.weights` to `model`, each model weight exactly once.
+
+    Args:
+        model: a built model.
+        checkpoint: a `Checkpoint` of it.
+        fresh_prefixes: weight-path prefixes of heads to leave as initialised.
+        backbone: the name of the model's backbone class, for messages.
 
     Raises `CheckpointError` naming the first model weight the checkpoint lacks
     or has with another shape, and for backbone tensors the model has no place
@@ -385,7 +336,7 @@ def assign_weights(model, checkpoint, fresh_prefixes=()):
             head = _head_of(path)
             hint = (
                 f" The checkpoint has no {head}; to start one from scratch build "
-                f"{class_name}(BertEncoder.from_pretrained(path), ...)."
+                f"{class_name}({backbone}.from_pretrained(path), ...)."
                 if head
                 else " Its config and weights disagree, or it is not a checkpoint of this model."
             )
@@ -433,60 +384,25 @@ def assign_weights(model, checkpoint, fresh_prefixes=()):
     return report
 
 
-def _default_class(checkpoint):
-    if checkpoint.source_format == "tfplm":
-        return checkpoint.class_name
-    if checkpoint.family == "gpt":
-        return "GPT"
-    if checkpoint.has_head("classifier/"):
-        return "BertClassifier"
-    if checkpoint.has_head("masked_lm_head/") and checkpoint.has_head("next_sentence_head/"):
-        return "BertPretrainer"
-    return "BertEncoder"
-
-
 def _load(checkpoint, model_class, num_classes=None, dropout=None, seq_length=None, overrides=None):
     """Builds `model_class` (None: the checkpoint's own) from a read `Checkpoint`."""
-    model_class = model_class or _default_class(checkpoint)
-    if MODEL_FAMILIES[model_class] != checkpoint.family:
+    family = _families().get(checkpoint.family)
+    model_class = model_class or checkpoint.class_name
+    if model_class is None:
+        model = family.default_model(checkpoint)
+    elif model_class in (m.cls.__name__ for m in family.models):
+        model = family.model(model_class)
+    else:
         raise CheckpointError(
             f"{checkpoint.path!r} holds a {checkpoint.family} model; it cannot load into {model_class}"
         )
-    overrides = dict(overrides or {})
-    if model_class != "BertClassifier":
-        if num_classes is not None:
-            raise TypeError(f"num_classes is a BertClassifier argument, not {model_class}'s")
-        if dropout is not None:
-            overrides["dropout"] = dropout
-    fresh = ()
-    if model_class == "BertClassifier":
-        if checkpoint.num_classes is None:
-            if num_classes is None:
-                raise CheckpointError(
-                    f"{checkpoint.path!r} has no classifier head: pass num_classes= to start a new one"
-                )
-            fresh = ("classifier/",)
-        elif num_classes is not None and num_classes != checkpoint.num_classes:
-            raise CheckpointError(
-                f"{checkpoint.path!r} has a {checkpoint.num_classes}-class classifier head, not "
-                f"{num_classes}; for a new head use "
-                f"BertClassifier(BertEncoder.from_pretrained(path), {num_classes})"
-            )
-        num_classes = num_classes or checkpoint.num_classes
-        if dropout is None:
-            dropout = 0.1 if checkpoint.classifier_dropout is None else checkpoint.classifier_dropout
-    model = _build(model_class, checkpoint, num_classes, dropout, overrides)
-    report = assign_weights(model, checkpoint, fresh_prefixes=fresh)
-    tokenizer = checkpoint.tokenizer
-    model.tokenizer = tokenizer
-    if checkpoint.family == "bert":
-        model.preprocessor = None
-        if tokenizer is not None:
-            from tfplm.tokenizers import BertPreprocessor
-
-            length = seq_length or checkpoint.seq_length or min(128, checkpoint.config["max_length"])
-            model.preprocessor = BertPreprocessor(tokenizer, seq_length=length)
-    return model, report
+    config = {**checkpoint.config, **(overrides or {})}
+    preprocessing = {}
+    if checkpoint.tokenizer is not None:
+        preprocessing = family.preprocessing(checkpoint, seq_length or checkpoint.seq_length, config)
+    built, fresh = model.build(checkpoint, config, preprocessing, num_classes=num_classes, dropout=dropout)
+    report = assign_weights(built, checkpoint, fresh_prefixes=fresh, backbone=family.backbone.__name__)
+    return built, report
 
 
 def load_pretrained(
@@ -502,32 +418,38 @@ def load_pretrained(
     """Builds a model from any supported checkpoint; returns (model, LoadReport).
 
     Args:
-        path: a checkpoint directory (see the module docstring for formats).
-        model_class: "BertEncoder", "BertPretrainer", "BertClassifier", "GPT"
-            (or the class); None picks the checkpoint's own: the saved class
-            for tfplm checkpoints, else the BERT model with every head the
-            checkpoint has, or GPT.
-        num_classes: BertClassifier only. Required when the checkpoint has no
+        path: a checkpoint directory (see the module docstring for formats),
+            or a `Checkpoint` that `read_checkpoint` returned.
+        model_class: a class of `tfplm.models.families` or its name; None
+            picks the checkpoint's own: the saved class for tfplm checkpoints,
+            else the family's model with every head the checkpoint has.
+        num_classes: classifiers only. Required when the checkpoint has no
             classifier head (a new head is initialised); must match it otherwise.
-        dropout: the classifier head's dropout for BertClassifier (as in its
+        dropout: a classifier head's dropout for a classifier (as in its
             constructor), the backbone's dropout for the other classes.
-        do_lower_case: override the BERT vocabulary's casing.
-        seq_length: length of `model.preprocessor` (BERT); defaults to the
-            saved one, else min(128, max_length).
-        **overrides: backbone constructor arguments to change, e.g. `dropout=0.0`
-            for a BertEncoder (shape-changing ones fail the shape checks).
+        do_lower_case: override a WordPiece vocabulary's casing.
+        seq_length: length of the model's preprocessor, for families whose
+            models have one; defaults to the saved one, else the family's default.
+        **overrides: backbone constructor arguments to change, e.g.
+            `attention_dropout=0.0` (shape-changing ones fail the shape checks).
 
     Returns:
-        (model, report); the model has `tokenizer` and, for BERT models,
-        `preprocessor` (a `BertPreprocessor`) attached; None when the
+        (model, report); the model carries the checkpoint's tokenizer the way
+        its family's models do (`Family.preprocessing`); none when the
         checkpoint has no tokenizer files.
     """
     if isinstance(model_class, type):
         model_class = model_class.__name__
-    family = MODEL_FAMILIES.get(model_class) if model_class else None
-    if model_class is not None and family is None:
-        raise ValueError(f"model_class={model_class!r}; expected one of {sorted(MODEL_FAMILIES)}")
-    checkpoint = read_checkpoint(path, family=family, do_lower_case=do_lower_case)
+    classes = _families().model_classes()
+    if model_class is not None and model_class not in classes:
+        raise ValueError(f"model_class={model_class!r}; expected one of {sorted(classes)}")
+    family = classes[model_class][0].name if model_class else None
+    if isinstance(path, Checkpoint):
+        checkpoint = path
+        if family is not None and checkpoint.family != family:
+            raise CheckpointError(f"{checkpoint.path!r} holds a {checkpoint.family} model, not a {family} one")
+    else:
+        checkpoint = read_checkpoint(path, family=family, do_lower_case=do_lower_case)
     return _load(checkpoint, model_class, num_classes, dropout, seq_length, overrides)
 
 
@@ -544,41 +466,17 @@ def from_pretrained(path, model_class=None, **kwargs):
 def convert_checkpoint(input_path, output_dir, family=None, do_lower_case=None, seq_length=None):
     """Converts any supported checkpoint to tfplm's format; returns the `LoadReport`.
 
-    The model class is the checkpoint's own: a BERT with MLM + NSP heads
-    becomes a `BertPretrainer`, with a classifier head a `BertClassifier`,
-    without heads a `BertEncoder`; GPT-2 becomes a `GPT`.
+    The model class is the checkpoint's own: the family's model with every
+    head the checkpoint has (a BERT with masked-LM and next-sentence heads
+    becomes the BERT pretrainer, one without heads the encoder).
 
     Args:
         input_path: any checkpoint `from_pretrained` reads.
         output_dir: where to write tfplm's format.
-        family: "bert" or "gpt2" (or "gpt") to insist on one.
+        family: the name (or an alias) of a family to insist on.
         do_lower_case, seq_length: as in `load_pretrained`.
     """
-    family = {"gpt2": "gpt"}.get(family, family)
-    if family not in (None, "bert", "gpt"):
-        raise ValueError(f"family={family!r}; expected 'bert' or 'gpt2'")
     checkpoint = read_checkpoint(input_path, family=family, do_lower_case=do_lower_case)
     model, report = _load(checkpoint, None, seq_length=seq_length)
     save_pretrained(model, output_dir)
     return report
-
-
-class PretrainedMixin:
-    """`save_pretrained` / `from_pretrained` for the zoo's models.
-
-    `from_pretrained` reads tfplm, Hugging Face, Google BERT and keras-nlp
-    checkpoints (see `tfplm.models.pretrained`) and attaches `tokenizer` (and
-    `preprocessor` for BERT models).
-    """
-
-    tokenizer = None
-    preprocessor = None
-
-    def save_pretrained(self, directory, tokenizer=None, seq_length=None):
-        """Writes this model + its tokenizer in tfplm's format (see `save_pretrained`)."""
-        return save_pretrained(self, directory, tokenizer=tokenizer, seq_length=seq_length)
-
-    @classmethod
-    def from_pretrained(cls, path, **kwargs):
-        """This class from a checkpoint directory (see `load_pretrained` for arguments)."""
-        return load_pretrained(path, cls.__name__, **kwargs)[0]

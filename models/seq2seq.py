@@ -1,7 +1,5 @@
 """The encoder-decoder Transformer of Vaswani et al. (2017), for translation-style tasks."""
 
-import random
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -21,8 +19,11 @@ def _int_input(name):
     return keras.Input(shape=(None,), dtype="int32", name=name)
 
 
+_IDS = tf.TensorSpec([None, None], tf.int32)
+
+
 @keras.saving.register_keras_serializable(package="tfplm")
-class Seq2SeqTransformer(keras.Model):
+class Seq2SeqTransformer(generation.CompiledDecoding, keras.Model):
     """Post-LN encoder-decoder Transformer with a shared, tied vocabulary.
 
     Source and target share one token embedding (scaled by sqrt(hidden), with
@@ -40,6 +41,8 @@ class Seq2SeqTransformer(keras.Model):
     `decoder_token_ids`, `decoder_padding_mask`.
     Output: float32 logits [batch, decoder_length, vocab_size].
     """
+
+    decode_context = (_IDS, _IDS)  # source token ids and padding mask
 
     def __init__(
         self,
@@ -115,7 +118,6 @@ class Seq2SeqTransformer(keras.Model):
         self.activation = activation
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
-        self._decode_functions = {}
 
     @classmethod
     def from_preset(cls, name, **overrides):
@@ -154,78 +156,33 @@ class Seq2SeqTransformer(keras.Model):
             int32 numpy array [batch, 1 + max_new_tokens], starting with the start token.
         """
         sampler = generation.get_sampler(sampler, **sampler_kwargs)
-        sources = [list(map(int, s)) for s in encoder_token_ids]
-        source_length = max(map(len, sources))
-        source = np.zeros((len(sources), source_length), np.int32)
-        source_mask = np.zeros_like(source)
-        for row, ids in enumerate(sources):
-            source[row, : len(ids)] = ids
-            source_mask[row, : len(ids)] = 1
-        target = np.zeros((len(sources), 1 + max_new_tokens), np.int32)
-        target[:, 0] = start_token_id
-        prompt_mask = np.zeros(target.shape, bool)
-        prompt_mask[:, 0] = True
-        seed = sampler.seed if sampler.seed is not None else random.randrange(2**31 - 1)
-        decode = self._decode_function(sampler, stop_token_id)
-        return decode(source, source_mask, target, prompt_mask, tf.constant(seed)).numpy()
+        source, source_mask = generation.pad_right(encoder_token_ids)
+        starts = [[start_token_id]] * len(source)
+        context = (source, source_mask.astype(np.int32))
+        return self._decode_prompts(starts, 1 + max_new_tokens, sampler, stop_token_id, context)
 
-    def _decode_function(self, sampler, stop_token_id):
-        key = (sampler.cache_key(), stop_token_id)
-        if key not in self._decode_functions:
-            pad_token_id = 0 if stop_token_id is None else stop_token_id
-            ids = tf.TensorSpec([None, None], tf.int32)
+    def initial_cache(self, token_ids, context):
+        """The decoding cache for target `token_ids` [batch, total_length] given
+        `context` = (source ids, source mask): empty self-attention keys/values,
+        and the encoder's keys/values, computed once rather than per target token."""
+        source, source_mask = context
+        encoder_output = self.encode(source, source_mask)
+        head_size = self.hidden_size // self.num_heads
+        shape = tf.shape(token_ids)
+        cross = [
+            block.cross_attention_layer.compute_cross_attention_cache(encoder_output)
+            for block in self.decoder_blocks
+        ]
+        return {
+            "cross": ops.stack(cross, axis=1),
+            "self": ops.zeros(
+                (shape[0], self.num_decoder_layers, 2, shape[1], self.num_heads, head_size), self.compute_dtype
+            ),
+            "source_mask": source_mask,
+        }
 
-            @tf.function(
-                input_signature=[
-                    ids,
-                    ids,
-                    ids,
-                    tf.TensorSpec([None, None], tf.bool),
-                    tf.TensorSpec([], tf.int32),
-                ]
-            )
-            def decode(source, source_mask, target, prompt_mask, seed):
-                encoder_output = self.encode(source, source_mask)
-                head_size = self.hidden_size // self.num_heads
-                cache = {
-                    # Encoder keys/values are computed once, not per target token.
-                    "cross": ops.stack(
-                        [
-                            block.cross_attention_layer.compute_cross_attention_cache(
-                                encoder_output
-                            )
-                            for block in self.decoder_blocks
-                        ],
-                        axis=1,
-                    ),
-                    "self": ops.zeros(
-                        (
-                            tf.shape(target)[0],
-                            self.num_decoder_layers,
-                            2,
-                            tf.shape(target)[1],
-                            self.num_heads,
-                            head_size,
-                        ),
-                        self.compute_dtype,
-                    ),
-                    "source_mask": source_mask,
-                }
-                return generation.decode(
-                    self._next_logits,
-                    target,
-                    prompt_mask,
-                    cache,
-                    sampler,
-                    stop_token_id=stop_token_id,
-                    pad_token_id=pad_token_id,
-                    seed=seed,
-                )
-
-            self._decode_functions[key] = decode
-        return self._decode_functions[key]
-
-    def _next_logits(self, token_ids, cache, index):
+    def next_logits(self, token_ids, cache, index):
+        """Logits after the last target token of `token_ids` (see `GPT.next_logits`)."""
         x = self.embedding(token_ids, start_index=index)
         layer_caches = []
         for i, block in enumerate(self.decoder_blocks):

@@ -1,25 +1,35 @@
-"""Tasks: what to train, on which data, with which losses and metrics.
+"""Task types and their experiments.
 
-Experiments are listed explicitly below; importing a module registers nothing.
+Each task type is one module ending in a `TaskType` (its `Task`, its serving
+head, its model classes, its experiments), listed here, in one line each:
 
-    task = tfplm.tasks.get("bert/pretraining", overrides="task.model.preset=bert_mini")
+    task = tfplm.tasks.get("glue/sst2", overrides="task.init_checkpoint=...")
+    head = tfplm.tasks.serving_head(model)   # what its exports take and return
+
+A new task type is a new module plus `register(module.TASK_TYPE)` (a line
+below, or in your own code); importing a module registers nothing.
 """
 
 from tfplm import config as config_lib
 from tfplm.registry import Registry
-from tfplm.tasks import glue, pretraining
-from tfplm.tasks.base import ExperimentConfig, RuntimeConfig, Task, TrainerConfig
+from tfplm.tasks import causal_lm, classification, embedding, masked_lm
+from tfplm.tasks.base import ExperimentConfig, RuntimeConfig, Task, TaskType, TrainerConfig
 
+TASK_TYPES = Registry("task type")
 EXPERIMENTS = Registry("experiment")
-EXPERIMENTS.register(
-    "bert/pretraining", (pretraining.BertPretrainingTask, pretraining.bert_pretraining_experiment)
-)
-EXPERIMENTS.register(
-    "gpt/pretraining", (pretraining.GPTPretrainingTask, pretraining.gpt_pretraining_experiment)
-)
-for _name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
-    EXPERIMENTS.register(f"glue/{_name}", (glue.GlueTask, glue.glue_experiment(_name)))
-EXPERIMENTS.register("text/classification", (glue.GlueTask, glue.custom_experiment))
+
+
+def register(task_type):
+    """Adds a `TaskType` and its experiments."""
+    TASK_TYPES.register(task_type.name, task_type)
+    for name, make_config in task_type.experiments.items():
+        EXPERIMENTS.register(name, (task_type, make_config))
+
+
+register(classification.TASK_TYPE)
+register(masked_lm.TASK_TYPE)
+register(causal_lm.TASK_TYPE)
+register(embedding.TASK_TYPE)
 
 
 def list_experiments():
@@ -30,6 +40,7 @@ def get_config(name, config_files=(), overrides=()):
     """The experiment's config: defaults, then YAML files, then dotted overrides."""
     _, default_config = EXPERIMENTS.get(name)
     config = default_config()
+    config.experiment = name
     for path in config_files:
         config = config_lib.load_yaml(config, path)
     for text in [overrides] if isinstance(overrides, str) else overrides:
@@ -39,8 +50,37 @@ def get_config(name, config_files=(), overrides=()):
 
 def get(name, config_files=(), overrides=()):
     """The named experiment's `Task`, configured (see `get_config`)."""
-    task_class, _ = EXPERIMENTS.get(name)
-    return task_class(get_config(name, config_files, overrides))
+    task_type, _ = EXPERIMENTS.get(name)
+    return task_type.task(get_config(name, config_files, overrides))
 
 
-__all__ = ["EXPERIMENTS", "ExperimentConfig", "RuntimeConfig", "Task", "TrainerConfig", "get", "get_config", "list_experiments"]
+def task_type_of(model):
+    """The registered `TaskType` whose models include `model`'s class."""
+    types = [t for t in TASK_TYPES.values() if isinstance(model, t.models)]
+    exact = [t for t in types if type(model) in t.models]
+    if not (exact or types):
+        served = sorted({m.__name__ for t in TASK_TYPES.values() for m in t.models})
+        raise ValueError(f"no task type serves a {type(model).__name__}; registered models: {', '.join(served)}")
+    return (exact or types)[0]
+
+
+def serving_head(model):
+    """The serving head (`tfplm.tasks.serving.ServingHead`) of `model`'s task type."""
+    return task_type_of(model).serving(model)
+
+
+__all__ = [
+    "EXPERIMENTS",
+    "TASK_TYPES",
+    "ExperimentConfig",
+    "RuntimeConfig",
+    "Task",
+    "TaskType",
+    "TrainerConfig",
+    "get",
+    "get_config",
+    "list_experiments",
+    "register",
+    "serving_head",
+    "task_type_of",
+]

@@ -1,10 +1,18 @@
-"""The Task interface: what a trainer needs to know about an experiment.
+"""Task types: what a trainer and an exporter need to know about an application.
 
-A task owns its model, input pipeline, losses, metrics and optimizer; the
-trainer (`tfplm.training.trainer`) only runs Keras `fit`/`evaluate` on them, so
-the same objects work in a notebook:
+A task type (sentence classification, masked-LM pretraining, ...) is one
+module that owns, for its kind of model:
 
-    task = tfplm.tasks.get("bert/pretraining", "task.model.preset=bert_tiny")
+* a `Task`: the head model, the input pipeline, losses, metrics and
+  prediction post-processing. The trainer (`tfplm.training.trainer`) only
+  runs Keras `fit`/`evaluate` on them, so the same objects work in a notebook;
+* a `ServingHead` (`tfplm.tasks.serving`): what its exports take and return;
+* its experiments: named config factories for `tools/train.py`.
+
+The module ends with a `TaskType` naming these, and `tfplm.tasks` lists it in
+one registry line.
+
+    task = tfplm.tasks.get("bert/pretraining", overrides="task.model.preset=bert_tiny")
     model = task.build_model()
     task.compile(model)
     model.fit(task.build_inputs("train"), steps_per_epoch=100)
@@ -12,9 +20,16 @@ the same objects work in a notebook:
 
 import abc
 import dataclasses
+import os
 import typing
 
+import keras
+import tensorflow as tf
+from absl import logging
+
+from tfplm import publish
 from tfplm.training.optimization import OptimizerConfig, build_optimizer
+from tfplm.training.trainer import BEST_DIR  # noqa: F401  (re-exported for task modules)
 
 
 @dataclasses.dataclass
@@ -26,6 +41,8 @@ class TrainerConfig:
     steps_per_execution: steps run per call into the compiled graph.
     eval_steps: evaluation batches; 0 = the whole evaluation set.
     max_checkpoints_to_keep: checkpoints kept by the CheckpointManager.
+    log_every_steps: steps between the progress lines the binaries print
+        (step, loss, metrics, examples/s); 0 = one line per loop only.
     optimizer: see `OptimizerConfig`.
     """
 
@@ -34,6 +51,7 @@ class TrainerConfig:
     steps_per_execution: int = 1
     eval_steps: int = 0
     max_checkpoints_to_keep: int = 3
+    log_every_steps: int = 100
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
 
 
@@ -57,11 +75,35 @@ class RuntimeConfig:
 
 @dataclasses.dataclass
 class ExperimentConfig:
-    """A task's config plus how to train it. `task` is the task's own dataclass."""
+    """A task's config plus how to train it. `task` is the task's own dataclass;
+    `experiment` is the registered name it came from (written to config.yaml,
+    so a model_dir names its own experiment)."""
 
     task: typing.Any
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    experiment: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskType:
+    """One kind of application, as its module defines it.
+
+    Attributes:
+        name: e.g. "sentence_classification".
+        task: its `Task` subclass (None for a type that is only served).
+        serving: its `ServingHead` subclass.
+        models: the model classes it trains and serves; export finds the
+            serving head of a model through them.
+        experiments: experiment name → function returning its default
+            `ExperimentConfig`.
+    """
+
+    name: str
+    task: typing.Any
+    serving: typing.Any
+    models: tuple
+    experiments: dict = dataclasses.field(default_factory=dict)
 
 
 class Task(abc.ABC):
@@ -118,20 +160,100 @@ class Task(abc.ABC):
         """Writes predictions for the task's test data; returns the files."""
         raise ValueError(f"{type(self).__name__} has no predict mode")
 
+    def held_out_examples(self, limit):
+        """Up to `limit` raw held-out inputs for export reports: {input name: [str]},
+        keyed like the serving head's inputs; None if the task has none."""
+        return None
+
     def build_metrics(self):
         """Metrics for `model.compile`."""
         return None
 
-    def build_optimizer(self):
-        return build_optimizer(self.config.trainer.optimizer, self.train_steps())
+    def build_optimizer(self, steps=None):
+        """The config's optimizer, its learning-rate schedule spanning `steps`
+        optimizer steps (default `train_steps()`)."""
+        return build_optimizer(self.config.trainer.optimizer, steps or self.train_steps())
 
-    def compile(self, model):
-        """Compiles `model` with this task's optimizer, losses and metrics."""
+    def compile(self, model, steps=None):
+        """Compiles `model` with this task's optimizer, losses and metrics.
+
+        Args:
+            model: the task's model (`build_model`).
+            steps: the optimizer steps `model.fit` will run, which the
+                learning-rate schedule spans: epochs x steps per epoch, e.g.
+                `3 * len(dataset)` for a `tfplm.data.text_dataset`. Default:
+                the config's `train_steps()`. A zoo model's `fit` raises a
+                ValueError when it would run a different number
+                (`tfplm.training.optimization.ScheduleCheck`).
+        """
         model.compile(
-            optimizer=self.build_optimizer(),
+            optimizer=self.build_optimizer(steps),
             loss=self.build_losses(),
             metrics=self.build_metrics(),
             steps_per_execution=self.config.trainer.steps_per_execution,
             jit_compile=self.config.runtime.jit_compile,
         )
         return model
+
+
+def check_vocabulary_fits(tokenizer, checkpoint, source):
+    """Fails if `tokenizer` has ids beyond the embeddings of `checkpoint` (a
+    vocab file that is not the checkpoint's)."""
+    size = checkpoint.config["vocab_size"]
+    if tokenizer.vocabulary_size() > size:
+        raise ValueError(
+            f"{source} has {tokenizer.vocabulary_size()} tokens but the model of {checkpoint.path!r} embeds "
+            f"{size}; pass the vocabulary the checkpoint was trained with"
+        )
+
+
+class SaveBest(keras.callbacks.Callback):
+    """Writes the model in tfplm's pretrained format (`save_pretrained`) to
+    `directory` each time `monitor` improves: the run's best model, complete
+    with its preprocessing and label names, for `--mode=predict`, export and
+    fine-tuning (`from_pretrained(directory)`).
+
+    The metric value is kept beside the weights (`best_metric.txt`), published
+    together with them, so a resumed run only replaces the model with a better one.
+    """
+
+    METRIC_FILE = "best_metric.txt"
+
+    def __init__(self, directory, monitor, mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode={mode!r}; expected 'max' or 'min'")
+        self.directory = directory
+        self.monitor = monitor
+        self.better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+        self.best = None
+
+    def on_train_begin(self, logs=None):
+        path = os.path.join(self.directory, self.METRIC_FILE)
+        if self.best is None and os.path.isfile(path):
+            with open(path) as f:
+                self.best = float(f.read())
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            logging.warning("SaveBest: no %s in the logs; validate with mode=train_and_eval", self.monitor)
+            return
+        if self.best is None or self.better(value, self.best):
+            self.best = float(value)
+            with publish.directory(self.directory, replace=True) as tmp:
+                self.model.save_pretrained(tmp)
+                with open(os.path.join(tmp, self.METRIC_FILE), "w") as f:
+                    f.write(repr(self.best))
+
+
+class SavePretrained(keras.callbacks.Callback):
+    """Writes the trained model in tfplm's format to `directory` when training
+    ends, ready for `from_pretrained` (e.g. `--init_checkpoint` of a fine-tuning run)."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_train_end(self, logs=None):
+        self.model.save_pretrained(self.directory)

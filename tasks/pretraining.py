@@ -1,15 +1,16 @@
-"""Pretraining tasks: `bert/pretraining` (masked LM + NSP) and `gpt/pretraining` (causal LM)."""
+"""What the pretraining task types share: configs, the tokenizer, starting from
+pretrained weights and leaving `model_dir/pretrained` behind.
+
+The task types themselves: `masked_lm.py` (`bert/pretraining`, masked LM +
+NSP) and `causal_lm.py` (`gpt/pretraining`).
+"""
 
 import dataclasses
+import functools
 import os
 
-import keras
-
-from tfplm import metrics
-from tfplm.data import causal_lm, masking, pretraining
-from tfplm.models import GPT, BertEncoder, BertPretrainer, get_preset
+from tfplm.models import pretrained
 from tfplm.tasks import base
-from tfplm.tokenizers import SentencePieceTokenizer, WordPieceTokenizer
 
 
 @dataclasses.dataclass
@@ -79,39 +80,40 @@ class PretrainingConfig:
 PRETRAINED_DIR = "pretrained"
 
 
-class SavePretrained(keras.callbacks.Callback):
-    """Writes the trained model in tfplm's format to `directory` when training ends,
-    ready for `from_pretrained` (e.g. `--init_checkpoint` of a fine-tuning run)."""
+class PretrainingTask(base.Task):
+    """Base of the pretraining tasks: the tokenizer (the vocab file's, or the
+    init checkpoint's), data configs, batch sizes, and `model_dir/pretrained`.
 
-    def __init__(self, directory, seq_length):
-        super().__init__()
-        self.directory = directory
-        self.seq_length = seq_length
+    Subclasses set `family` and implement `tokenizer_from_vocab_file`.
+    """
 
-    def on_train_end(self, logs=None):
-        self.model.save_pretrained(self.directory, seq_length=self.seq_length)
+    family = None  # "bert" or "gpt"
 
+    def tokenizer_from_vocab_file(self, path):
+        raise NotImplementedError
 
-class _PretrainingTask(base.Task):
-    """What both pretraining tasks share: the tokenizer, data configs, batch sizes,
-    starting from pretrained weights and saving them."""
+    @functools.cached_property
+    def checkpoint(self):
+        """`task.init_checkpoint`, read once (None without one). A checkpoint
+        without tokenizer files gets `task.vocab_file`'s."""
+        if not self.task_config.init_checkpoint:
+            return None
+        checkpoint = pretrained.read_checkpoint(self.task_config.init_checkpoint, family=self.family)
+        if checkpoint.tokenizer is None:
+            checkpoint.tokenizer = self.tokenizer_from_vocab_file(self._check_vocab_file())
+            base.check_vocabulary_fits(checkpoint.tokenizer, checkpoint, f"task.vocab_file {self.task_config.vocab_file!r}")
+        return checkpoint
 
-    model_class = None  # BertPretrainer or GPT
+    @functools.cached_property
+    def tokenizer(self):
+        """The tokenizer of the inputs and the model: the init checkpoint's, else `task.vocab_file`'s."""
+        if self.checkpoint is not None:
+            return self.checkpoint.tokenizer
+        return self.tokenizer_from_vocab_file(self._check_vocab_file())
 
     def build_callbacks(self, model_dir):
         """Saves `model_dir/pretrained` at the end of training."""
-        seq_length = self.task_config.train_data.seq_length if self.model_class is BertPretrainer else None
-        return [SavePretrained(os.path.join(model_dir, PRETRAINED_DIR), seq_length)]
-
-    def _from_init_checkpoint(self):
-        """The model of `task.init_checkpoint` (with its tokenizer), or None."""
-        if not self.task_config.init_checkpoint:
-            return None
-        model = self.model_class.from_pretrained(self.task_config.init_checkpoint)
-        if model.tokenizer is None:
-            model.tokenizer = self.tokenizer
-        self._tokenizer = model.tokenizer
-        return model
+        return [base.SavePretrained(os.path.join(model_dir, PRETRAINED_DIR))]
 
     def _data(self, split):
         data = self.task_config.train_data if split == "train" else self.task_config.validation_data
@@ -125,10 +127,6 @@ class _PretrainingTask(base.Task):
     def global_batch_size(self, split):
         return self._data(split).global_batch_size
 
-    def _per_replica_batch_size(self, split, input_context):
-        global_batch = self.global_batch_size(split)
-        return input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
-
     def describe_inputs(self, split):
         return dataclasses.asdict(self._data(split))
 
@@ -139,150 +137,3 @@ class _PretrainingTask(base.Task):
         if not os.path.exists(path):
             raise ValueError(f"task.vocab_file {path!r} does not exist")
         return path
-
-
-class BertPretrainingTask(_PretrainingTask):
-    """Masked LM + next sentence prediction, as in BERT.
-
-    Losses: MLM cross-entropy weighted by `masked_lm_weights` and averaged over
-    the real predictions, plus NSP cross-entropy. Metrics: MLM accuracy and
-    perplexity, NSP accuracy.
-    """
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._tokenizer = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = WordPieceTokenizer(self._check_vocab_file(), self.task_config.lowercase)
-        return self._tokenizer
-
-    model_class = BertPretrainer
-
-    def build_model(self):
-        model = self._from_init_checkpoint()
-        if model is not None:
-            return model
-        model_config = self.task_config.model
-        get_preset(model_config.preset, "bert")
-        vocab_size = model_config.vocab_size or self.tokenizer.vocabulary_size()
-        encoder = BertEncoder.from_preset(model_config.preset, **model_config.overrides(vocab_size))
-        model = BertPretrainer(encoder)
-        model.tokenizer = self.tokenizer
-        return model
-
-    def build_inputs(self, split, input_context=None):
-        data = self._data(split)
-        batch_size = self._per_replica_batch_size(split, input_context)
-        is_training = split == "train"
-        if data.input_format == "tfrecord":
-            dataset = pretraining.bert_pretraining_dataset(
-                data.input_path,
-                data.seq_length,
-                data.max_predictions_per_seq,
-                batch_size,
-                is_training,
-                input_context=input_context,
-                shuffle_buffer_size=data.shuffle_buffer_size,
-            )
-        else:
-            dataset = masking.dynamic_masking_dataset(
-                data.input_path,
-                self.tokenizer,
-                data.seq_length,
-                data.max_predictions_per_seq,
-                batch_size,
-                is_training,
-                input_format=data.input_format,
-                input_context=input_context,
-            )
-        return dataset.map(self.to_keras)
-
-    @staticmethod
-    def to_keras(features, labels):
-        """(features, labels) → Keras's (x, y, sample_weight) keyed by output name."""
-        y = {"mlm_logits": labels["masked_lm_ids"], "nsp_logits": labels["next_sentence_labels"]}
-        sample_weight = {
-            "mlm_logits": labels["masked_lm_weights"],
-            "nsp_logits": keras.ops.ones_like(labels["next_sentence_labels"], dtype="float32"),
-        }
-        return features, y, sample_weight
-
-    def build_losses(self):
-        return {
-            "mlm_logits": keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight", name="mlm_loss"
-            ),
-            "nsp_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="nsp_loss"),
-        }
-
-    def build_metrics(self):
-        return {
-            "mlm_logits": [
-                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                metrics.Perplexity(name="perplexity"),
-            ],
-            "nsp_logits": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        }
-
-
-class GPTPretrainingTask(_PretrainingTask):
-    """Next-token prediction on packed blocks of text; metric: perplexity."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._tokenizer = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = SentencePieceTokenizer(proto=self._check_vocab_file())
-        return self._tokenizer
-
-    model_class = GPT
-
-    def build_model(self):
-        model = self._from_init_checkpoint()
-        if model is not None:
-            return model
-        model_config = self.task_config.model
-        vocab_size = model_config.vocab_size or self.tokenizer.vocabulary_size()
-        model = GPT.from_preset(model_config.preset, **model_config.overrides(vocab_size))
-        model.tokenizer = self.tokenizer
-        return model
-
-    def build_inputs(self, split, input_context=None):
-        data = self._data(split)
-        if data.input_format == "tfrecord":
-            raise ValueError("gpt/pretraining reads raw text: set input_format to 'prose' or 'bert'")
-        return causal_lm.causal_lm_dataset(
-            data.input_path,
-            self.tokenizer,
-            data.seq_length,
-            self._per_replica_batch_size(split, input_context),
-            split == "train",
-            input_format=data.input_format,
-            input_context=input_context,
-            shuffle_buffer_size=data.shuffle_buffer_size,
-        )
-
-    def build_losses(self):
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="lm_loss")
-
-    def build_metrics(self):
-        return [metrics.Perplexity(name="perplexity")]
-
-
-def bert_pretraining_experiment():
-    return base.ExperimentConfig(task=PretrainingConfig())
-
-
-def gpt_pretraining_experiment():
-    config = PretrainingConfig(
-        model=ModelConfig(preset="gpt_nano"),
-        train_data=DataConfig(input_format="prose", seq_length=128),
-        validation_data=DataConfig(input_format="prose", seq_length=128),
-    )
-    return base.ExperimentConfig(task=config)

@@ -17,7 +17,7 @@ import tensorflow as tf
 from tfplm.models import GPT, BertClassifier, BertEncoder, BertPretrainer
 from tfplm.models import pretrained
 from tfplm.models.checkpoints import CheckpointError
-from tfplm.tokenizers import GPT2Tokenizer, WordPieceTokenizer
+from tfplm.tokenizers import BertPreprocessor, GPT2Tokenizer, WordPieceTokenizer
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -64,27 +64,49 @@ def _without_names(config):
     return config
 
 
-def tiny_bert(vocab_size=len(WORDPIECE_VOCAB)):
+def tiny_bert(vocab_size=len(WORDPIECE_VOCAB), preprocessor=None):
     return BertEncoder(
-        vocab_size=vocab_size, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_length=24
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=32,
+        max_length=24,
+        preprocessor=preprocessor,
     )
 
 
-def tiny_gpt(vocab_size=len(GPT2_VOCAB)):
-    return GPT(vocab_size=vocab_size, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_length=24)
+def tiny_gpt(vocab_size=len(GPT2_VOCAB), tokenizer=None):
+    return GPT(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=32,
+        max_length=24,
+        tokenizer=tokenizer,
+    )
+
+
+def cased_preprocessor():
+    """A cased WordPiece preprocessor of length 12 (neither is a default, so both must travel)."""
+    return BertPreprocessor(WordPieceTokenizer(WORDPIECE_VOCAB, lowercase=False), seq_length=12)
 
 
 # --- tfplm's own format ------------------------------------------------------
 
 ROUND_TRIP = {
-    "BertEncoder": (lambda: tiny_bert(), lambda v: bert_inputs(v)),
+    "BertEncoder": (lambda: tiny_bert(preprocessor=cased_preprocessor()), lambda v: bert_inputs(v)),
     "BertPretrainer": (
-        lambda: BertPretrainer(tiny_bert()),
+        lambda: BertPretrainer(tiny_bert(), preprocessor=cased_preprocessor()),
         lambda v: {**bert_inputs(v), "masked_lm_positions": np.array([[1, 2], [3, 0]], "int32")},
     ),
-    "BertClassifier": (lambda: BertClassifier(tiny_bert(), 3, dropout=0.2), lambda v: bert_inputs(v)),
+    "BertClassifier": (
+        lambda: BertClassifier(tiny_bert(), 3, dropout=0.2, preprocessor=cased_preprocessor()),
+        lambda v: bert_inputs(v),
+    ),
     "GPT": (
-        lambda: tiny_gpt(),
+        lambda: tiny_gpt(tokenizer=GPT2Tokenizer(dict(GPT2_VOCAB), list(GPT2_MERGES))),
         lambda v: {"token_ids": np.arange(10, dtype="int32").reshape(2, 5) % v, "padding_mask": np.ones((2, 5), "int32")},
     ),
 }
@@ -94,14 +116,9 @@ ROUND_TRIP = {
 def test_save_then_load_gives_bit_identical_outputs_and_tokenizer(class_name, tmp_path):
     build, make_inputs = ROUND_TRIP[class_name]
     model = randomize(build())
-    if class_name == "GPT":
-        model.tokenizer = GPT2Tokenizer(dict(GPT2_VOCAB), list(GPT2_MERGES))
-        text = ["ab a b c", "c ba"]
-    else:
-        model.tokenizer = WordPieceTokenizer(WORDPIECE_VOCAB, lowercase=False)
-        text = ["the cats sat on a mat .", "The cat"]
+    text = ["ab a b c", "c ba"] if class_name == "GPT" else ["the cats sat on a mat .", "The cat"]
     inputs = make_inputs(model.tokenizer.vocabulary_size())
-    model.save_pretrained(tmp_path / "ckpt", seq_length=12)
+    model.save_pretrained(tmp_path / "ckpt")
 
     restored = type(model).from_pretrained(tmp_path / "ckpt")
     assert type(restored) is type(model)

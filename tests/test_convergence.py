@@ -9,12 +9,26 @@ from tfplm.data import pretraining, text
 from tfplm.tokenizers import build_wordpiece_vocab, train_sentencepiece
 
 
-@pytest.fixture(scope="module")
-def books(tmp_path_factory, shared_data_dir):
-    """Two novels: 60 KB of each to train on, the 20 KB that follow to evaluate on."""
+@pytest.fixture(scope="module", params=["shipped", pytest.param("full", marks=pytest.mark.full_data)])
+def books(request, tmp_path_factory, test_data_dir):
+    """Two novels: 60 KB of each to train on, the 20 KB that follow to evaluate on.
+
+    shipped: Pride and Prejudice and Frankenstein from tools/demo_data/books.txt (the first
+    200,000 characters of each, Gutenberg text removed); full: Pride and Prejudice and Emma.
+    """
+    if request.param == "shipped":
+        demo = (test_data_dir.parents[1] / "tools" / "demo_data" / "books.txt").read_text(encoding="utf-8")
+        pride, frankenstein = demo.split("\n\nFrankenstein;\n", 1)
+        bodies = {"pride_and_prejudice": pride, "frankenstein": "Frankenstein;\n" + frankenstein}
+    else:
+        shared_data_dir = request.getfixturevalue("shared_data_dir")
+        bodies = {
+            name: text.read_text(shared_data_dir / "corpus" / "books" / f"{name}.txt")
+            for name in ("pride_and_prejudice", "emma")
+        }
     directory = tmp_path_factory.mktemp("books")
-    for name in ("pride_and_prejudice", "emma"):
-        body = text.read_text(shared_data_dir / "corpus" / "books" / f"{name}.txt")
+    for name, body in bodies.items():
+        assert len(body) >= 100_000, name
         (directory / f"train_{name}.txt").write_text(body[20_000:80_000], encoding="utf-8")
         (directory / f"eval_{name}.txt").write_text(body[80_000:100_000], encoding="utf-8")
     return directory

@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfplm import export, models
+from tfplm import export, models, tasks
 from tfplm.export import serving as serving_lib
+from tfplm.tasks.causal_lm import SAMPLERS
+from tfplm.tasks.masked_lm import MaskedLMHead
+from tfplm.tokenizers import BertPreprocessor
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 LABELS = ["negative", "positive"]
+SEQ_LENGTH = 32
 # Inputs a served model must survive.
 HOSTILE = [
     "",
@@ -32,19 +36,23 @@ def sentences(test_data_dir):
     return [line for line in lines if line.strip()][:40]
 
 
-def bert(model_class, **kwargs):
-    model = model_class.from_pretrained(str(FIXTURES / "hf_bert"), seq_length=32, **kwargs)
-    if isinstance(model, models.BertClassifier):  # a new random head: make its outputs differ per class
-        head = model.head.weights[0]
-        head.assign(np.random.default_rng(0).normal(0, 0.5, head.shape).astype("float32"))
+def encoder():
+    return models.BertEncoder.from_pretrained(str(FIXTURES / "hf_bert"), seq_length=SEQ_LENGTH)
+
+
+def bert_classifier(num_classes, pair=False, label_names=None):
+    """The fixture's encoder with a new classifier head whose outputs differ per class."""
+    bert = encoder()
+    preprocessor = BertPreprocessor(bert.tokenizer, SEQ_LENGTH, pair=pair)
+    model = models.BertClassifier(bert, num_classes, preprocessor=preprocessor, label_names=label_names)
+    head = model.head.weights[0]
+    head.assign(np.random.default_rng(0).normal(0, 0.5, head.shape).astype("float32"))
     return model
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    model = bert(models.BertClassifier, num_classes=2)
-    model.label_names = LABELS
-    return model
+    return bert_classifier(2, label_names=LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +123,20 @@ def test_hostile_inputs_give_well_formed_outputs(classifier_export):
         assert set(out["label"].numpy()) <= {b"negative", b"positive"}
 
 
+def saved_model_cli(*args):
+    """Runs saved_model_cli with the tensorflow_text ops loaded into its process (`run` needs them)."""
+    script = (
+        "import sys, tensorflow_text; from tensorflow.python.tools import saved_model_cli; "
+        "sys.argv[0] = 'saved_model_cli'; saved_model_cli.main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
 def test_saved_model_cli_shows_the_serving_methods_and_runs_raw_text(classifier_export):
-    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    show = subprocess.run(cli + ["show", "--dir", classifier_export, "--all"], capture_output=True, text=True, env=env, timeout=300)
+    show = saved_model_cli("show", "--dir", classifier_export, "--all")
     assert show.returncode == 0, show.stderr[-2000:]
     signatures = show.stdout.split("signature_def['")
     by_name = {part.split("'")[0]: part for part in signatures[1:]}
@@ -126,12 +144,9 @@ def test_saved_model_cli_shows_the_serving_methods_and_runs_raw_text(classifier_
     assert "Method name is: tensorflow/serving/classify" in by_name["serve_examples"]
     assert "Method name is: tensorflow/serving/predict" in by_name["serving_default"]
     assert "inputs['text'] tensor_info:\n        dtype: DT_STRING" in by_name["serving_default"]
-    # `run` needs the tensorflow_text ops loaded into the CLI's process.
-    run = subprocess.run(
-        [sys.executable, "-c", "import sys, tensorflow_text; from tensorflow.python.tools import saved_model_cli; sys.argv[0] = 'saved_model_cli'; saved_model_cli.main()",
-         "run", "--dir", classifier_export, "--tag_set", "serve", "--signature_def", "serving_default",
-         "--input_exprs", "text=['a gorgeous film','a dull film']"],
-        capture_output=True, text=True, env=env, timeout=300,
+    run = saved_model_cli(
+        "run", "--dir", classifier_export, "--tag_set", "serve", "--signature_def", "serving_default",
+        "--input_exprs", "text=['a gorgeous film','a dull film']",
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "probabilities" in run.stdout and "label" in run.stdout
@@ -141,17 +156,19 @@ def _signature_inputs(loaded, name):
     return loaded.signatures[name].structured_input_signature[1]
 
 
-def test_warmup_requests_match_their_signatures_and_run(classifier_export):
+def check_warmup_requests(path, model_name):
+    """Every warmup request names its model and a signature, matches that signature's inputs and
+    runs; returns {signature: kind of request}."""
     from tensorflow_serving.apis import prediction_log_pb2
 
-    loaded = export.load(classifier_export)
-    path = os.path.join(classifier_export, "assets.extra", "tf_serving_warmup_requests")
-    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    loaded = export.load(path)
+    warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]
     kinds = {}
     for log in records:
         kind = log.WhichOneof("log_type")
         request = getattr(log, kind).request
-        assert request.model_spec.name == "sst2"
+        assert request.model_spec.name == model_name
         name = request.model_spec.signature_name
         specs = _signature_inputs(loaded, name)
         kinds[name] = kind
@@ -166,6 +183,11 @@ def test_warmup_requests_match_their_signatures_and_run(classifier_export):
             assert examples and set(specs) == {"inputs"}
             outputs = loaded.signatures[name](inputs=tf.constant(examples))
         assert all(np.isfinite(v.numpy()).all() for v in outputs.values() if v.dtype.is_floating)
+    return kinds
+
+
+def test_warmup_requests_match_their_signatures_and_run(classifier_export):
+    kinds = check_warmup_requests(classifier_export, "sst2")
     assert kinds == {"serving_default": "predict_log", "serve_tokenized": "predict_log", "serve_examples": "classify_log"}
 
 
@@ -192,8 +214,10 @@ def test_a_model_without_tokenizer_is_refused_with_the_fix(tmp_path):
     encoder = models.BertEncoder.from_preset("bert_tiny", vocab_size=50)
     with pytest.raises(ValueError, match="no tokenizer.*from_pretrained"):
         export.saved_model(encoder, tmp_path)
-    with pytest.raises(ValueError, match="cannot export a Seq2SeqTransformer"):
-        export.model_kind(models.Seq2SeqTransformer.from_preset("transformer_base", vocab_size=50, num_layers=1))
+    seq2seq = models.Seq2SeqTransformer.from_preset("transformer_base", vocab_size=50, num_layers=1)
+    with pytest.raises(ValueError, match="no task type serves a Seq2SeqTransformer"):
+        export.saved_model(seq2seq, tmp_path)
+    assert os.listdir(tmp_path) == []
 
 
 def test_load_without_tensorflow_text_says_how_to_fix_it(classifier_export, monkeypatch):
@@ -203,8 +227,9 @@ def test_load_without_tensorflow_text_says_how_to_fix_it(classifier_export, monk
 
 
 def test_sentence_pairs_take_text_b(tmp_path, sentences):
-    model = bert(models.BertClassifier, num_classes=3)
-    loaded = export.load(export.saved_model(model, tmp_path, pair=True))
+    model = bert_classifier(3, pair=True)
+    loaded = export.load(export.saved_model(model, tmp_path))
+    assert set(_signature_inputs(loaded, "serving_default")) == {"text", "text_b"}
     a, b = sentences[:6], sentences[6:12]
     out = loaded.signatures["serving_default"](text=tf.constant(a), text_b=tf.constant(b))
     assert np.abs(out["probabilities"].numpy() - keras_probabilities(model, a, b)).max() <= 1e-5
@@ -212,8 +237,8 @@ def test_sentence_pairs_take_text_b(tmp_path, sentences):
 
 
 def test_a_regressor_serves_scores_and_the_regress_method(tmp_path, sentences):
-    model = bert(models.BertClassifier, num_classes=1)
-    path = export.saved_model(model, tmp_path, pair=True)
+    model = bert_classifier(1, pair=True)
+    path = export.saved_model(model, tmp_path)
     loaded = export.load(path)
     a, b = tf.constant(sentences[:5]), tf.constant(sentences[5:10])
     out = loaded.signatures["serving_default"](text=a, text_b=b)
@@ -228,7 +253,7 @@ def test_a_regressor_serves_scores_and_the_regress_method(tmp_path, sentences):
 
 
 def test_an_encoder_serves_pooled_and_sequence_outputs(tmp_path, sentences):
-    model = bert(models.BertEncoder)
+    model = encoder()
     loaded = export.load(export.saved_model(model, tmp_path))
     out = loaded.signatures["serving_default"](text=tf.constant(sentences[:5]))
     expected = model(model.preprocessor(tf.constant(sentences[:5])))
@@ -237,8 +262,9 @@ def test_an_encoder_serves_pooled_and_sequence_outputs(tmp_path, sentences):
 
 
 def test_a_masked_lm_serves_the_top_k_tokens_for_each_mask(tmp_path):
-    model = bert(models.BertPretrainer)
-    loaded = export.load(export.saved_model(model, tmp_path, top_k=3))
+    model = models.BertPretrainer(encoder())
+    k = MaskedLMHead.top_k
+    loaded = export.load(export.saved_model(model, tmp_path))
     texts = ["the [MASK] sat on the [MASK] .", "no mask here", "[MASK]"]
     out = loaded.signatures["serving_default"](text=tf.constant(texts))
     packed = model.preprocessor(tf.constant(texts))
@@ -253,28 +279,39 @@ def test_a_masked_lm_serves_the_top_k_tokens_for_each_mask(tmp_path):
         if len(expected_positions):
             inputs = {k: v[row : row + 1] for k, v in packed.items()}
             logits = model({**inputs, "masked_lm_positions": tf.constant(expected_positions[None], tf.int32)}, training=False)["mlm_logits"]
-            expected_top = np.argsort(-logits.numpy()[0], axis=-1)[:, :3]
+            expected_top = np.argsort(-logits.numpy()[0], axis=-1)[:, :k]
             np.testing.assert_array_equal(out["top_k_ids"].numpy()[row][: len(expected_positions)], expected_top)
             tokens = [[t.decode() for t in r] for r in out["top_k_tokens"].numpy()[row][: len(expected_positions)]]
             assert tokens == [[model.tokenizer.id_to_token(int(i)) for i in r] for r in expected_top]
     assert (out["top_k_ids"].numpy()[1] == -1).all() and (out["top_k_probabilities"].numpy()[1] == 0).all()
 
 
+# --- GPT: text generation -----------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def gpt_export(tmp_path_factory):
     model = models.GPT.from_pretrained(str(FIXTURES / "hf_gpt2"))
-    return model, export.load(export.saved_model(model, tmp_path_factory.mktemp("gpt")))
+    path = export.saved_model(model, tmp_path_factory.mktemp("gpt"), model_name="gpt")
+    return model, path, export.load(path)
 
 
-def generate(loaded, prompts, max_new_tokens=6, sampler="greedy", seed=0, top_k=5, top_p=0.9):
+def generate(loaded, prompts, max_new_tokens=6, sampler="greedy", seed=0, top_k=5, top_p=0.9, num_beams=3):
     return loaded.signatures["generate"](
         prompt=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens), sampler=tf.constant(sampler),
-        temperature=tf.constant(1.0), top_k=tf.constant(top_k), top_p=tf.constant(top_p), seed=tf.constant(seed),
+        temperature=tf.constant(1.0), top_k=tf.constant(top_k), top_p=tf.constant(top_p),
+        num_beams=tf.constant(num_beams), seed=tf.constant(seed),
     )
 
 
+def prompt_ids(model, prompts):
+    """Token ids as `GPT.generate` feeds them: an empty prompt starts from the end token."""
+    end = model.tokenizer.end_token_id
+    return [row or [end] for row in model.tokenizer.tokenize(tf.constant(prompts)).to_list()]
+
+
 def test_gpt_generate_signature_equals_gpt_generate(gpt_export):
-    model, loaded = gpt_export
+    model, _, loaded = gpt_export
     prompts = ["Hello world", "The", ""]
     out = generate(loaded, prompts)
     assert [t.decode() for t in out["text"].numpy()] == model.generate(prompts, max_new_tokens=6)
@@ -283,8 +320,35 @@ def test_gpt_generate_signature_equals_gpt_generate(gpt_export):
     np.testing.assert_array_equal(out["token_ids"].numpy()[0][: expected.shape[1]], expected[0])
 
 
+@pytest.mark.parametrize(
+    "sampler,kwargs",
+    [("greedy", {}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}), ("beam", {"num_beams": 3})],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_every_sampler_of_the_generate_signature_equals_gpt_generate_ids(gpt_export, sampler, kwargs):
+    model, _, loaded = gpt_export
+    prompts = ["Once upon a time", "The sea", ""]
+    out = generate(loaded, prompts, max_new_tokens=8, sampler=sampler, seed=7)["token_ids"].numpy()
+    expected = model.generate_ids(
+        prompt_ids(model, prompts), 8, sampler=sampler, stop_token_id=model.tokenizer.end_token_id, seed=7, **kwargs
+    )
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_beam_search_is_served_and_differs_from_greedy_somewhere(gpt_export):
+    model, _, loaded = gpt_export
+    prompts = ["Once upon a time", "The sea", "It was", "Hello"]
+    beam = generate(loaded, prompts, max_new_tokens=8, sampler="beam", num_beams=4)["token_ids"].numpy()
+    greedy = generate(loaded, prompts, max_new_tokens=8)["token_ids"].numpy()
+    end = model.tokenizer.end_token_id
+    np.testing.assert_array_equal(
+        beam, model.generate_ids(prompt_ids(model, prompts), 8, sampler="beam", num_beams=4, stop_token_id=end)
+    )
+    assert not np.array_equal(beam, greedy)  # the beam input is used, not ignored
+
+
 def test_gpt_sampling_is_seeded_and_bad_parameters_are_clipped_or_refused(gpt_export):
-    _, loaded = gpt_export
+    _, _, loaded = gpt_export
     for sampler in ("top_k", "top_p"):
         a = generate(loaded, ["Hello"], sampler=sampler, seed=1)["token_ids"].numpy()
         b = generate(loaded, ["Hello"], sampler=sampler, seed=1)["token_ids"].numpy()
@@ -292,8 +356,38 @@ def test_gpt_sampling_is_seeded_and_bad_parameters_are_clipped_or_refused(gpt_ex
     # A prompt longer than the context keeps its end; k beyond the vocabulary is clipped.
     out = generate(loaded, ["word " * 2000], max_new_tokens=3, sampler="top_k", top_k=10**6)
     assert out["token_ids"].shape[1] <= 64
-    with pytest.raises(tf.errors.InvalidArgumentError, match="sampler must be one of"):
-        generate(loaded, ["Hello"], sampler="beam")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sampler must be one of") as error:
+        generate(loaded, ["Hello"], sampler="nucleus")
+    assert all(name in str(error.value) for name in SAMPLERS) and "nucleus" in str(error.value)
+
+
+def test_gpt_serving_default_takes_only_the_prompt(gpt_export):
+    model, _, loaded = gpt_export
+    # TF Serving's REST row format {"instances": ["..."]} maps each row to the one named input.
+    assert set(_signature_inputs(loaded, "serving_default")) == {"prompt"}
+    out = loaded.signatures["serving_default"](prompt=tf.constant(["Hello world", ""]))
+    head = tasks.serving_head(model)
+    expected = head.reference({"prompt": ["Hello world", ""]})["token_ids"]
+    np.testing.assert_array_equal(out["token_ids"].numpy(), expected)
+
+
+def test_saved_model_cli_runs_the_gpt_serving_default_on_a_prompt(gpt_export):
+    _, path, _ = gpt_export
+    show = saved_model_cli("show", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default")
+    assert show.returncode == 0, show.stderr[-2000:]
+    assert "inputs['prompt'] tensor_info:\n      dtype: DT_STRING" in show.stdout
+    assert show.stdout.count("tensor_info:") == 3  # one input, outputs text and token_ids
+    run = saved_model_cli(
+        "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+        "--input_exprs", 'prompt=["hello"]',
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "text" in run.stdout and "token_ids" in run.stdout and "hello" in run.stdout
+
+
+def test_gpt_warmup_requests_match_their_signatures_and_run(gpt_export):
+    _, path, _ = gpt_export
+    assert check_warmup_requests(path, "gpt") == {"serving_default": "predict_log", "generate": "predict_log"}
 
 
 # --- TF Hub's BERT interface -----------------------------------------------------
@@ -301,7 +395,7 @@ def test_gpt_sampling_is_seeded_and_bad_parameters_are_clipped_or_refused(gpt_ex
 
 @pytest.fixture(scope="module")
 def hub_export_dir(tmp_path_factory):
-    model = bert(models.BertEncoder)
+    model = encoder()
     directory = tmp_path_factory.mktemp("hub") / "bert"
     return model, export.hub(model, directory)
 
@@ -353,3 +447,23 @@ def test_tf_hub_keras_layer_code_works_unchanged(hub_export_dir, sentences):
     assert np.abs(np.array(out["pooled"]) - expected).max() <= 1e-5
     assert out["pair_shape"] == [1, model.hidden_size]
     assert out["trainable"] == len(model.trainable_weights)
+
+
+def test_a_model_with_dropout_exports_to_tf_hub_and_serving(tmp_path, sentences):
+    """Dropout layers hold seed-state variables; exports must track them (a past bug)."""
+    tokenizer = encoder().tokenizer
+    bert = models.BertEncoder.from_preset(
+        "bert_tiny", vocab_size=tokenizer.vocabulary_size(), max_length=64, dropout=0.1,
+        preprocessor=BertPreprocessor(tokenizer, 16),
+    )
+    model = models.BertClassifier(bert, 2, dropout=0.1)
+    assert any("seed" in v.path for v in model.variables)  # what the bug was about
+    preprocessor_path, encoder_path = export.hub(model, tmp_path / "hub")
+    loaded = export.load(encoder_path)
+    inputs = export.load(preprocessor_path)(tf.constant(sentences[:4]))
+    expected = bert(model.preprocessor(tf.constant(sentences[:4])), training=False)["pooled_output"].numpy()
+    assert np.abs(loaded(inputs, training=False)["pooled_output"].numpy() - expected).max() <= 1e-5
+    assert np.abs(loaded(inputs, training=True)["pooled_output"].numpy() - expected).max() > 1e-4  # dropout is on
+    served = export.load(export.saved_model(model, tmp_path / "serving"))
+    out = served.signatures["serving_default"](text=tf.constant(sentences[:4]))["probabilities"].numpy()
+    assert np.abs(out - keras_probabilities(model, sentences[:4])).max() <= 1e-5

@@ -11,10 +11,12 @@ import tensorflow as tf
 
 from tfplm.export import lite
 from tfplm.models import GPT, BertClassifier, BertEncoder, BertPretrainer
+from tfplm.tasks.serving import UnsupportedExport, pack_single
 from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 from tfplm.tokenizers.wordpiece import pack_segments
 
 HF_BERT = "tests/fixtures/hf_bert"
+HF_GPT2 = "tests/fixtures/hf_gpt2"
 SEQ_LENGTH = 32
 EDGE_INPUTS = [
     "",
@@ -37,14 +39,13 @@ def sentences(test_data_dir):
 
 @pytest.fixture(scope="module")
 def classifier():
-    model = BertClassifier.from_pretrained(HF_BERT, num_classes=2)
+    model = BertClassifier(BertEncoder.from_pretrained(HF_BERT), 2, label_names=("negative", "positive"))
     # A new head with a fine-tuned classifier's logit scale (N(0, 1) weights,
     # not the 0.02 of initialization), so labels come from the encoder's
     # features rather than near-ties and label agreement means something; this
     # seed's labels split 12/28 on the test sentences.
     rng = np.random.default_rng(1)
     model.head.dense.set_weights([rng.normal(size=(32, 2)).astype("float32"), np.zeros(2, "float32")])
-    model.label_names = ("negative", "positive")
     return model
 
 
@@ -142,8 +143,9 @@ def test_dynamic_int8_file_is_under_30_percent_of_float32_for_a_real_vocabulary(
     """A bert_tiny with BERT's 30,522-token vocabulary: its size is its weights."""
     keras.utils.set_random_seed(2)
     tokenizer = WordPieceTokenizer(str(minilm_dir / "vocab.txt"))
-    model = BertClassifier(BertEncoder.from_preset("bert_tiny", vocab_size=tokenizer.vocabulary_size()), 2)
-    model.tokenizer = tokenizer
+    preprocessor = BertPreprocessor(tokenizer, SEQ_LENGTH)
+    encoder = BertEncoder.from_preset("bert_tiny", vocab_size=tokenizer.vocabulary_size(), preprocessor=preprocessor)
+    model = BertClassifier(encoder, 2)
     paths = {
         q: lite.convert(model, tmp_path / q / "m.tflite", quantize=q, seq_length=SEQ_LENGTH)
         for q in ("none", "dynamic_int8")
@@ -225,7 +227,7 @@ def test_inputs_that_must_not_break_give_well_formed_outputs(export, classifier,
 
 def test_the_100kb_string_is_truncated_to_seq_length(classifier):
     tokenizer = classifier.tokenizer
-    packed = lite.pack_single([tokenizer.tokenize_tflite(tf.constant([EDGE_INPUTS[2]]))], SEQ_LENGTH, 2, 3)
+    packed = pack_single([tokenizer.tokenize_tflite(tf.constant([EDGE_INPUTS[2]]))], SEQ_LENGTH, 2, 3)
     assert packed["input_word_ids"].shape == (1, SEQ_LENGTH)
     assert packed["input_mask"].numpy().sum() == SEQ_LENGTH
     assert packed["input_word_ids"].numpy()[0, -1] == tokenizer.sep_token_id
@@ -240,30 +242,46 @@ def test_pack_single_equals_pack_segments(lengths):
         for i, n in enumerate(lengths)
     ]
     expected = pack_segments(segments, SEQ_LENGTH, 2, 3, 0)
-    got = tf.function(lambda: lite.pack_single(segments, SEQ_LENGTH, 2, 3, 0))()
+    got = tf.function(lambda: pack_single(segments, SEQ_LENGTH, 2, 3, 0))()
     for name in lite.ID_INPUTS:
         np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy(), err_msg=name)
 
 
 def test_sentence_pairs_in_both_flavours(sentences, tmp_path):
     keras.utils.set_random_seed(3)
-    model = BertClassifier.from_pretrained(HF_BERT, num_classes=3)
+    encoder = BertEncoder.from_pretrained(HF_BERT)
+    model = BertClassifier(encoder, 3, preprocessor=BertPreprocessor(encoder.tokenizer, SEQ_LENGTH, pair=True))
     first, second = sentences[0][:8], sentences[0][8:16]
     expected = keras_probabilities(model, first, second)
     for flavour in lite.FLAVOURS:
-        path = lite.convert(
-            model, tmp_path / flavour / "pairs.tflite", flavour=flavour, seq_length=SEQ_LENGTH, pair=True
-        )
+        path = lite.convert(model, tmp_path / flavour / "pairs.tflite", flavour=flavour)
         runner = lite.TFLiteModel(path, model.preprocessor)
-        assert runner.pair
+        assert runner.pair and runner.seq_length == SEQ_LENGTH  # the model's own preprocessor's
+        assert runner.metadata["pair"] is True
+        assert [i["name"] for i in runner.metadata["inputs"]] == (
+            sorted(lite.ID_INPUTS) if flavour == "ids" else ["text", "text_b"]
+        )
         got = runner(first, second)["probabilities"]
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0, err_msg=flavour)
         with pytest.raises(ValueError, match="texts_b"):
             runner(first)
 
 
+def test_int8_calibrates_a_pair_model_on_text_pairs(sentences, tmp_path):
+    encoder = BertEncoder.from_pretrained(HF_BERT)
+    model = BertClassifier(encoder, 2, preprocessor=BertPreprocessor(encoder.tokenizer, SEQ_LENGTH, pair=True))
+    pairs = list(zip(sentences[1][:20], sentences[1][20:40]))
+    with pytest.raises(ValueError, match=r"takes text, text_b: representative_texts must hold \(text, text_b\)"):
+        lite.convert(model, tmp_path / "bad" / "m.tflite", quantize="int8", representative_texts=sentences[1][:20])
+    path = lite.convert(model, tmp_path / "int8" / "m.tflite", quantize="int8", representative_texts=pairs)
+    runner = lite.TFLiteModel(path, model.preprocessor)
+    assert runner.metadata["int8"] == "full integer (TFLITE_BUILTINS_INT8)"
+    got = runner(sentences[0][:8], sentences[0][8:16])["probabilities"]
+    assert got.shape == (8, 2) and np.isfinite(got).all()
+
+
 def test_regressor_outputs_a_score(sentences, tmp_path):
-    model = BertClassifier.from_pretrained(HF_BERT, num_classes=1)
+    model = BertClassifier(BertEncoder.from_pretrained(HF_BERT), 1)
     path = lite.convert(model, tmp_path / "stsb.tflite", seq_length=SEQ_LENGTH)
     got = lite.TFLiteModel(path, model.preprocessor)(sentences[0][:5])
     assert list(got) == ["score"] and got["score"].shape == (5,)
@@ -310,7 +328,7 @@ def test_an_empty_batch_gives_empty_outputs(export):
         ({"quantize": "int8"}, "representative_texts"),
         ({"quantize": "int8", "flavour": "text", "representative_texts": ["a"]}, "flavour='ids' only"),
         ({"seq_length": 65}, "seq_length=65.*64"),
-        ({"label_names": ["a", "b", "c"]}, "3 label_names.*2 classes"),
+        ({"seq_length": 1}, "seq_length=1; expected 2 to 64"),
     ],
 )
 def test_bad_arguments_are_named(classifier, tmp_path, kwargs, match):
@@ -319,22 +337,29 @@ def test_bad_arguments_are_named(classifier, tmp_path, kwargs, match):
     assert not os.listdir(tmp_path)
 
 
+def test_label_names_must_match_the_classes(classifier):
+    # What the TFLite metadata's label_names come from is checked where they are given.
+    with pytest.raises(ValueError, match="3 label_names for a 2-class"):
+        BertClassifier(classifier.encoder, 2, label_names=["a", "b", "c"])
+
+
 @pytest.mark.parametrize(
     "make_model,match",
     [
-        (lambda: GPT.from_preset("gpt_nano", vocab_size=100), "not GPT.*saved_model"),
-        (lambda: BertPretrainer(BertEncoder.from_preset("bert_tiny", vocab_size=100)), "BertClassifier.*BertEncoder"),
+        (lambda: GPT.from_pretrained(HF_GPT2), "not cover a GPT.*SavedModel"),
+        (lambda: BertPretrainer(BertEncoder.from_pretrained(HF_BERT)), "BertClassifier and BertEncoder, not a BertPretrainer"),
     ],
     ids=["gpt", "pretrainer"],
 )
 def test_unsupported_models_are_refused_by_name(tmp_path, make_model, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UnsupportedExport, match=match):
         lite.convert(make_model(), tmp_path / "m.tflite")
+    assert not os.listdir(tmp_path)
 
 
 def test_the_text_flavour_needs_the_models_tokenizer(tmp_path):
     model = BertClassifier(BertEncoder.from_preset("bert_tiny", vocab_size=100), 2)
-    with pytest.raises(ValueError, match="model.tokenizer"):
+    with pytest.raises(ValueError, match="no tokenizer.*from_pretrained"):
         lite.convert(model, tmp_path / "m.tflite", flavour="text")
 
 

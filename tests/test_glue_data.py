@@ -196,17 +196,33 @@ def test_test_split_dataset_has_ids_and_no_labels(glue_dir):
     assert sorted(dataset.element_spec) == ["id", "text", "text_b"]
 
 
-def test_real_sst2_dev_has_872_rows(shared_data_dir):
-    examples = glue_data.read_glue_split(str(shared_data_dir / "glue"), "sst2", "validation")
+@pytest.fixture(params=["shipped", pytest.param("full", marks=pytest.mark.full_data)])
+def real_sst2(request, test_data_dir):
+    """(GLUE folder with SST-2/dev.tsv, one with SST-2/train.tsv, rows of that train.tsv).
+
+    shipped: tools/demo_data (the real dev.tsv, byte for byte) and tests/data/sst2_train_head
+    (the real train.tsv's header and first 300 rows, byte for byte). full: ../shared/data/glue.
+    """
+    if request.param == "shipped":
+        return str(test_data_dir.parents[1] / "tools" / "demo_data"), str(test_data_dir / "sst2_train_head"), 300
+    glue = str(request.getfixturevalue("shared_data_dir") / "glue")
+    return glue, glue, 67_349
+
+
+def test_real_sst2_dev_has_872_rows(real_sst2):
+    examples = glue_data.read_glue_split(real_sst2[0], "sst2", "validation")
     assert len(examples) == 872
     assert examples.labels.count(0) == 428 and examples.labels.count(1) == 444
     assert examples.texts[0] == "one long string of cliches ."
 
 
-def test_real_sst2_train_is_read_by_header_names_and_any_line_ending(shared_data_dir):
+def test_real_sst2_train_is_read_by_header_names_and_any_line_ending(real_sst2):
     # This copy has its columns as "label<TAB>sentence" and CRLF line endings.
-    examples = glue_data.read_glue_split(str(shared_data_dir / "glue"), "sst2", "train")
-    assert len(examples) == 67_349
+    _, glue, rows = real_sst2
+    with open(f"{glue}/SST-2/train.tsv", "rb") as f:
+        assert f.readline() == b"label\tsentence\r\n"
+    examples = glue_data.read_glue_split(glue, "sst2", "train")
+    assert len(examples) == rows
     assert examples.texts[0] == "hide new secretions from the parental units"
     assert not any(t.endswith(("\r", "\n")) for t in examples.texts)
     assert set(examples.labels) == {0, 1}

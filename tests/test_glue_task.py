@@ -9,6 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfplm import tasks
+from tfplm.models import BertEncoder, from_pretrained, pretrained
+from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 from tfplm.training import trainer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "the", "film", "was", "yes", "no", "a", "plot", "very"]
@@ -91,7 +93,11 @@ def test_pair_task_learns_and_reports_f1(tmp_path, vocab_file):
     _, results = run("glue/mrpc", overrides, tmp_path / "run")
     assert losses(tmp_path / "run")[-1] < 0.5 * losses(tmp_path / "run")[0]
     assert results["metrics"]["f1"] > 0.9 and results["metrics"]["accuracy"] > 0.9
-    assert os.path.exists(tmp_path / "run" / "best.weights.h5")  # best checkpoint by F1
+    assert os.path.exists(tmp_path / "run" / "best" / pretrained.FORMAT_FILE)  # best model by F1
+    best = from_pretrained(tmp_path / "run" / "best")
+    assert best.preprocessor.pair and best.label_names == ("0", "1")
+    kept = float((tmp_path / "run" / "best" / "best_metric.txt").read_text())
+    assert kept == max(json.loads(line)["val_f1"] for line in open(tmp_path / "run" / "train_log.jsonl"))
 
 
 def test_predict_writes_the_official_submission_file(tmp_path, vocab_file, test_data_dir):
@@ -140,6 +146,103 @@ def test_length_buckets_pad_short_batches_less(vocab_file, tmp_path):
     rows = [["good " * (3 if i % 2 else 40), i % 2] for i in range(64)]
     train = write_csv(tmp_path / "train.csv", rows, ["text", "label"])
     task = tasks.get("text/classification", overrides=f"task.task_name=custom,task.train_file={train},task.vocab_file={vocab_file},task.seq_length=64")
-    task.build_model()
     lengths = {int(x["input_word_ids"].shape[1]) for x, _ in task.build_inputs("train")}
     assert lengths == {5, 42}  # each batch padded to its longest example, not 64
+
+
+# --- the task makes its own preprocessing; the model carries it -----------------
+
+
+def sst2_texts(test_data_dir, split="dev"):
+    lines = (test_data_dir / "glue" / "SST-2" / f"{split}.tsv").read_text().splitlines()[1:]
+    return [line.split("\t")[0] for line in lines]
+
+
+def expected_batch(preprocessor, texts):
+    """What the pipeline must give for `texts` in one batch: packed and cut to the longest."""
+    packed = preprocessor(tf.constant(texts))
+    length = int(tf.reduce_max(tf.reduce_sum(packed["input_mask"], axis=1)))
+    return {name: value[:, :length].numpy() for name, value in packed.items()}
+
+
+def assert_batch(batch, expected):
+    for name, value in expected.items():
+        np.testing.assert_array_equal(batch[name].numpy(), value, err_msg=name)
+
+
+def test_build_inputs_needs_no_model(vocab_file, test_data_dir):
+    task = tasks.get("glue/sst2", overrides=f"task.glue_dir={test_data_dir / 'glue'},task.vocab_file={vocab_file},task.seq_length=16")
+    features, labels = next(iter(task.build_inputs("validation")))  # no build_model() before
+    expected = expected_batch(BertPreprocessor(WordPieceTokenizer(vocab_file), 16), sst2_texts(test_data_dir))
+    assert_batch(features, expected)
+    assert labels.numpy().tolist() == [1, 0]
+    assert len(list(task.build_inputs("train"))) == 1
+    model = task.build_model()
+    assert model.preprocessor is task.preprocessor
+    assert model.label_names == ("0", "1")
+
+
+def tiny_checkpoint(directory, vocabulary, lowercase=False):
+    """A tfplm BertEncoder checkpoint; with a tokenizer unless `vocabulary` is None."""
+    preprocessor = None if vocabulary is None else BertPreprocessor(WordPieceTokenizer(vocabulary, lowercase), 32)
+    size = len(vocabulary or VOCAB)
+    encoder = BertEncoder(vocab_size=size, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, preprocessor=preprocessor)
+    encoder.save_pretrained(directory)
+    return encoder
+
+
+def test_build_inputs_tokenizes_with_the_init_checkpoints_vocabulary(vocab_file, test_data_dir, tmp_path):
+    # Another vocabulary than vocab_file's (other ids for the same words), cased.
+    vocabulary = VOCAB[:5] + ["it", "'s", "a", "charming", "and", "often", "bleak", "desperate", "."][::-1]
+    encoder = tiny_checkpoint(tmp_path / "ckpt", vocabulary)
+    overrides = (
+        f"task.glue_dir={test_data_dir / 'glue'},task.init_checkpoint={tmp_path / 'ckpt'},"
+        f"task.vocab_file={vocab_file},task.seq_length=16"
+    )
+    task = tasks.get("glue/sst2", overrides=overrides)
+    features, _ = next(iter(task.build_inputs("validation")))
+    expected = expected_batch(BertPreprocessor(WordPieceTokenizer(vocabulary, lowercase=False), 16), sst2_texts(test_data_dir))
+    assert_batch(features, expected)
+    assert expected["input_word_ids"].max() > 5 and expected["input_word_ids"][0, 1] == vocabulary.index("it")
+    model = task.build_model()
+    assert model.preprocessor is task.preprocessor and model.tokenizer.get_vocabulary() == vocabulary
+    assert model.tokenizer.lowercase is False and model.preprocessor.seq_length == 16
+    for mine, saved in zip(model.encoder.weights, encoder.weights):
+        np.testing.assert_array_equal(mine.numpy(), saved.numpy(), err_msg=mine.path)
+
+
+def test_an_init_checkpoint_without_vocabulary_takes_vocab_file(vocab_file, test_data_dir, tmp_path):
+    tiny_checkpoint(tmp_path / "ckpt", None)
+    overrides = f"task.glue_dir={test_data_dir / 'glue'},task.init_checkpoint={tmp_path / 'ckpt'},task.seq_length=16"
+    with pytest.raises(ValueError, match="has no vocabulary files; set task.vocab_file"):
+        tasks.get("glue/sst2", overrides=overrides).build_inputs("train")
+    task = tasks.get("glue/sst2", overrides=f"{overrides},task.vocab_file={vocab_file}")
+    features, _ = next(iter(task.build_inputs("validation")))
+    assert_batch(features, expected_batch(BertPreprocessor(WordPieceTokenizer(vocab_file), 16), sst2_texts(test_data_dir)))
+    assert task.build_model().tokenizer.get_vocabulary() == VOCAB
+    bigger = tmp_path / "bigger.txt"
+    bigger.write_text("\n".join(VOCAB + ["extra"]) + "\n")
+    with pytest.raises(ValueError, match=r"has 16 tokens but the model of .* embeds 15"):
+        tasks.get("glue/sst2", overrides=f"{overrides},task.vocab_file={bigger}").build_inputs("train")
+
+
+def test_label_names_reach_the_model_model_dir_best_and_predictions(tmp_path, vocab_file):
+    rows = [[f"the film was {'good' if i % 2 else 'bad'}", "positive" if i % 2 else "negative"] for i in range(64)]
+    train = write_csv(tmp_path / "train.csv", rows, ["review", "sentiment"])
+    test = write_csv(tmp_path / "test.csv", [[i, r[0]] for i, r in enumerate(rows[:10])], ["id", "review"])
+    overrides = (
+        f"task.task_name=custom,task.train_file={train},task.validation_file={train},"
+        f"task.text_column=review,task.label_column=sentiment,task.vocab_file={vocab_file},"
+        "task.seq_length=16,trainer.train_steps=60,trainer.steps_per_loop=30,trainer.optimizer.learning_rate=3e-3"
+    )
+    task, _ = run("text/classification", overrides, tmp_path / "run")
+    assert task.build_model().label_names == ("negative", "positive")
+    best = tmp_path / "run" / "best"
+    assert from_pretrained(best).label_names == ("negative", "positive")
+    assert json.loads((best / pretrained.FORMAT_FILE).read_text())["config"]["label_names"] == ["negative", "positive"]
+    # Predicting needs the test file only: the model brings its tokenizer and label names.
+    predict_overrides = "task.task_name=custom,task.text_column=review,task.id_column=id,task.test_file=" + test
+    _, results = run("text/classification", predict_overrides, tmp_path / "run", mode="predict")
+    lines = open(results["files"][0]).read().splitlines()
+    assert lines[0] == "index\tprediction"
+    assert [line.split("\t") for line in lines[1:]] == [[str(i), r[1]] for i, r in enumerate(rows[:10])]

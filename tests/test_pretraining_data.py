@@ -34,9 +34,15 @@ def sample_file(test_data_dir):
     return str(test_data_dir / "pretraining_sample.txt")
 
 
-@pytest.fixture(scope="module")
-def books(tmp_path_factory, shared_data_dir):
-    """The first 60 KB of two raw books: BOM, Gutenberg header and all."""
+@pytest.fixture(scope="module", params=["shipped", pytest.param("full", marks=pytest.mark.full_data)])
+def books(request, tmp_path_factory, test_data_dir):
+    """The first 60 KB of two raw books: BOM, Gutenberg header and all.
+
+    shipped: tests/data/books, cut this way from the books in ../shared/data; full: cut here.
+    """
+    if request.param == "shipped":
+        return test_data_dir / "books"
+    shared_data_dir = request.getfixturevalue("shared_data_dir")
     directory = tmp_path_factory.mktemp("books")
     for name in ("emma", "frankenstein"):
         raw = (shared_data_dir / "corpus" / "books" / f"{name}.txt").read_text(encoding="utf-8-sig")

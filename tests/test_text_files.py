@@ -117,3 +117,67 @@ def test_unknown_format_and_non_utf8_say_how_to_fix(tmp_path):
     path.write_bytes("text\tlabel\nok\t1\ncaf\xe9\t1\n".encode("latin-1"))
     with pytest.raises(ValueError, match=rf"{path}:3: not UTF-8"):
         read_labeled_examples(str(path), FileLayout(text="text", label="label"))
+
+
+# CoLA's raw files (in_domain_train.tsv, ...): no header; source, label, original label, sentence.
+COLA_RAW = (
+    "gj04\t1\t\tOur friends won't buy this analysis, let alone the next one we propose.\n"
+    "gj04\t0\t*\tThey drank the pub.\n"
+    "clc95\t1\t\tThe sailors rode the breeze clear of the rocks.\n"
+)
+
+
+def test_cola_raw_layout_reads_with_column_numbers(tmp_path):
+    path = write(tmp_path / "in_domain_train.tsv", COLA_RAW)
+    examples = read_labeled_examples(path, FileLayout(text=3, label=1, header=False, num_columns=4))
+    assert examples.texts[1] == "They drank the pub."
+    assert (examples.labels, examples.label_names) == ([1, 0, 1], ["0", "1"])
+
+
+def test_negative_column_numbers_count_from_the_end(tmp_path):
+    path = write(tmp_path / "in_domain_train.tsv", COLA_RAW)
+    from_end = read_labeled_examples(path, FileLayout(text=-1, label=-3, header=False))
+    assert from_end.texts[2] == "The sailors rode the breeze clear of the rocks." and from_end.labels == [1, 0, 1]
+    fixed = read_labeled_examples(path, FileLayout(text=-1, label=1, header=False, num_columns=4))
+    assert fixed.texts == from_end.texts
+    with_header = write(tmp_path / "data.csv", "id,text,label\n1,hello,a\n2,bye,b\n")
+    assert read_labeled_examples(with_header, FileLayout(text=-2, label=-1)).texts == ["hello", "bye"]
+
+
+def test_column_numbers_outside_the_rows_are_an_error(tmp_path):
+    path = write(tmp_path / "data.tsv", "x\t1\thello\n")
+    with pytest.raises(ValueError, match="layout reads column -4 but rows have 3 columns"):
+        read_labeled_examples(path, FileLayout(text=-4, label=1, header=False, num_columns=3))
+    with pytest.raises(text_files.BadRowError, match=r"data.tsv:1: 3 columns, expected at least 5"):
+        read_labeled_examples(path, FileLayout(text=-5, label=1, header=False))
+    with pytest.raises(ValueError, match="column -4 does not exist; the header has 3 columns"):
+        read_labeled_examples(write(tmp_path / "h.tsv", "a\tb\tc\n1\t2\t3\n"), FileLayout(text=-4))
+
+
+def _custom_task(tmp_path, overrides):
+    import tfplm
+
+    return tfplm.tasks.get(
+        "text/classification",
+        overrides=f"task.train_file={tmp_path / 'train.tsv'},task.vocab_file={tmp_path / 'vocab.txt'},{overrides}",
+    )
+
+
+def test_classification_task_reads_cola_raw_files_by_column_number(tmp_path):
+    write(tmp_path / "train.tsv", COLA_RAW)
+    write(tmp_path / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    task = _custom_task(tmp_path, "task.text_column=3,task.label_column=1")
+    assert task.task_config.text_column == 3  # an int from the override, not "3"
+    train = task.examples("train")
+    assert len(train) == 3 and train.labels == [1, 0, 1]  # no row lost to a header
+    assert task.num_classes == 2 and not task.is_pair
+
+
+def test_classification_task_has_header_overrides_the_guess(tmp_path):
+    write(tmp_path / "train.tsv", "source\tlabel\tstar\tsentence\n" + COLA_RAW)
+    write(tmp_path / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    task = _custom_task(tmp_path, "task.text_column=-1,task.label_column=1,task.has_header=true")
+    assert task.examples("train").labels == [1, 0, 1]
+    # Column 0 as the second text of a pair is a column, not "no text_b".
+    pair = _custom_task(tmp_path, "task.text_column=3,task.text_b_column=0,task.label_column=1,task.has_header=true")
+    assert pair.is_pair and pair.examples("train").texts_b == ["gj04", "gj04", "clc95"]

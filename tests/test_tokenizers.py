@@ -9,12 +9,12 @@ import tensorflow as tf
 import tokenizers as hf_tokenizers
 
 from tfplm.tokenizers import (
-    BertPacker,
     BertPreprocessor,
     GPT2Tokenizer,
     SentencePieceTokenizer,
     WordPieceTokenizer,
     build_wordpiece_vocab,
+    pack_segments,
     train_sentencepiece,
 )
 
@@ -97,19 +97,26 @@ def ragged(rows):
     return tf.ragged.constant(rows, dtype=tf.int32)
 
 
-def test_packer_single_segment_adds_cls_sep_and_pads():
-    packer = BertPacker(seq_length=6, cls_token_id=2, sep_token_id=3, pad_token_id=0)
-    out = {k: v.numpy().tolist() for k, v in packer(ragged([[5, 6], [7, 8, 9, 10, 5, 6]])).items()}
+def test_pack_segments_single_segment_adds_cls_sep_and_pads():
+    packed = pack_segments(ragged([[5, 6], [7, 8, 9, 10, 5, 6]]), 6, cls_token_id=2, sep_token_id=3, pad_token_id=0)
+    out = {k: v.numpy().tolist() for k, v in packed.items()}
     assert out["input_word_ids"] == [[2, 5, 6, 3, 0, 0], [2, 7, 8, 9, 10, 3]]
     assert out["input_mask"] == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]
     assert out["input_type_ids"] == [[0] * 6, [0] * 6]
+    assert {v.dtype for v in packed.values()} == {tf.int32}
 
 
-def test_packer_trims_pairs_round_robin():
-    packer = BertPacker(seq_length=9, cls_token_id=2, sep_token_id=3)
+def test_pack_segments_pads_words_with_the_pad_id_and_types_with_zero():
+    packed = pack_segments([ragged([[5]]), ragged([[6]])], 7, cls_token_id=2, sep_token_id=3, pad_token_id=9)
+    assert packed["input_word_ids"].numpy().tolist() == [[2, 5, 3, 6, 3, 9, 9]]
+    assert packed["input_type_ids"].numpy().tolist() == [[0, 0, 0, 1, 1, 0, 0]]
+    assert packed["input_mask"].numpy().tolist() == [[1, 1, 1, 1, 1, 0, 0]]
+
+
+def test_pack_segments_trims_pairs_round_robin():
     a = ragged([[11, 12, 13, 14, 15], [11], [11, 12, 13, 14, 15, 16]])
     b = ragged([[21, 22, 23, 24, 25], [21, 22, 23, 24, 25, 26, 27], [21, 22]])
-    out = packer([a, b])
+    out = pack_segments([a, b], 9, cls_token_id=2, sep_token_id=3)
     # Budget 9 - 3 specials = 6 tokens, one from each segment in turn.
     assert out["input_word_ids"].numpy().tolist() == [
         [2, 11, 12, 13, 3, 21, 22, 23, 3],
@@ -117,6 +124,20 @@ def test_packer_trims_pairs_round_robin():
         [2, 11, 12, 13, 14, 3, 21, 22, 3],
     ]
     assert out["input_type_ids"].numpy().tolist()[0] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+    assert out["input_mask"].numpy().tolist() == [[1] * 9] * 3
+
+
+def test_pack_segments_rejects_three_segments():
+    with pytest.raises(ValueError, match="BERT packs 1 or 2 segments, got 3"):
+        pack_segments([ragged([[5]])] * 3, 8, cls_token_id=2, sep_token_id=3)
+
+
+def test_preprocessor_packs_one_text_and_pads():
+    preprocessor = BertPreprocessor(WordPieceTokenizer(TINY_VOCAB), seq_length=6)
+    out = {k: v.numpy().tolist() for k, v in preprocessor(tf.constant(["a bs", "c d e a b"])).items()}
+    assert out["input_word_ids"] == [[2, 5, 6, 10, 3, 0], [2, 7, 8, 9, 5, 3]]
+    assert out["input_mask"] == [[1, 1, 1, 1, 1, 0], [1] * 6]
+    assert out["input_type_ids"] == [[0] * 6, [0] * 6]
 
 
 def test_preprocessor_packs_text_pairs():
@@ -124,6 +145,7 @@ def test_preprocessor_packs_text_pairs():
     out = preprocessor((tf.constant(["a bs"]), tf.constant(["C d x"])))
     assert out["input_word_ids"].numpy().tolist() == [[2, 5, 6, 10, 3, 7, 8, 3]]
     assert out["input_mask"].numpy().tolist() == [[1] * 8]
+    assert out["input_type_ids"].numpy().tolist() == [[0, 0, 0, 0, 0, 1, 1, 1]]
 
 
 def test_tokenizer_runs_in_tf_data_and_tf_function(minilm_tokenizers):
@@ -214,3 +236,16 @@ def test_sentencepiece_matches_the_sentencepiece_library(tmp_path, test_data_dir
     assert ids == reference.encode(sentences[:100])
     decoded = [t.decode("utf-8") for t in ours.detokenize(tf.ragged.constant(ids)).numpy()]
     assert decoded == reference.decode(ids)
+
+
+def test_subword_tokenizers_return_tensors_eagerly_for_python_inputs(byte_level_bpe):
+    directory, sentences = byte_level_bpe
+    tokenizer = GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    ids = tokenizer.tokenize(sentences[:3])  # a Python list, not a tensor
+    assert isinstance(ids, tf.RaggedTensor) and ids.dtype == tf.int32
+    assert ids.to_list() == tokenizer.tokenize(tf.constant(sentences[:3])).to_list()
+    single = tokenizer.tokenize(sentences[0])
+    assert isinstance(single, tf.Tensor) and single.numpy().tolist() == ids.to_list()[0]
+    text = tokenizer.detokenize(ids.to_list())
+    assert isinstance(text, tf.Tensor) and text.dtype == tf.string
+    assert [t.decode("utf-8") for t in text.numpy()] == sentences[:3]

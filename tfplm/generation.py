@@ -9,10 +9,15 @@ Python per token.
 Prompts are right-padded to the full output length; a row keeps its prompt
 tokens until its prompt ends, so rows with prompts of different lengths share
 one cache and one set of positions.
+
+Models mix in `CompiledDecoding`, which compiles `decode` once per sampler kind
+and stop token and runs it on token-id prompts (GPT, the seq2seq Transformer).
 """
 
 import abc
+import random
 
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -238,3 +243,95 @@ def _beam_search(next_logits, token_ids, prompt_mask, cache, sampler, stop_token
     )
     best = tf.argmax(tf.reshape(scores, [batch, beams]), axis=1, output_type=tf.int32)
     return tf.gather(tf.reshape(token_ids, [batch, beams, -1]), best, batch_dims=1)
+
+
+def pad_right(rows, length=None):
+    """Right-pads token-id lists into one batch.
+
+    Args:
+        rows: token-id lists (or arrays) of any lengths.
+        length: the padded length; default the longest row's.
+
+    Returns:
+        (token_ids int32 [batch, length] with zeros after each row,
+        mask bool [batch, length], True on each row's tokens).
+
+    Example:
+    >>> ids, mask = pad_right([[5, 6, 7], [8]])
+    >>> ids.tolist(), mask.sum(axis=1).tolist()
+    ([[5, 6, 7], [8, 0, 0]], [3, 1])
+    """
+    rows = [list(map(int, row)) for row in rows]
+    length = max(map(len, rows), default=0) if length is None else length
+    token_ids = np.zeros((len(rows), length), np.int32)
+    mask = np.zeros((len(rows), length), bool)
+    for index, row in enumerate(rows):
+        token_ids[index, : len(row)] = row
+        mask[index, : len(row)] = True
+    return token_ids, mask
+
+
+class CompiledDecoding:
+    """Mixin: decoding compiled once per sampler kind and stop token, then cached.
+
+    The model defines `next_logits(token_ids, cache, index) -> (logits, cache)`
+    (see `decode`) and `initial_cache(token_ids, context)`: the empty cache for
+    right-padded `token_ids` [batch, total_length]. `context` is a tuple of
+    further inputs that decoding needs, whose specs are the class attribute
+    `decode_context` (a seq2seq model's source ids and mask; none for GPT).
+    Batch size and lengths are graph inputs, so repeated calls never retrace.
+    """
+
+    decode_context = ()
+
+    def _decode_function(self, sampler, stop_token_id):
+        """The compiled `(token_ids, prompt_mask, seed, context) -> token_ids` graph."""
+        if not hasattr(self, "_decode_functions"):
+            self._decode_functions = {}
+        key = (sampler.cache_key(), stop_token_id)
+        if key not in self._decode_functions:
+            pad_token_id = 0 if stop_token_id is None else stop_token_id
+
+            @tf.function(
+                input_signature=[
+                    tf.TensorSpec([None, None], tf.int32),
+                    tf.TensorSpec([None, None], tf.bool),
+                    tf.TensorSpec([], tf.int32),
+                    tuple(self.decode_context),
+                ]
+            )
+            def run(token_ids, prompt_mask, seed, context):
+                return decode(
+                    self.next_logits,
+                    token_ids,
+                    prompt_mask,
+                    self.initial_cache(token_ids, context),
+                    sampler,
+                    stop_token_id=stop_token_id,
+                    pad_token_id=pad_token_id,
+                    seed=seed,
+                )
+
+            self._decode_functions[key] = run
+        return self._decode_functions[key]
+
+    def _decode_prompts(self, prompts, total_length, sampler, stop_token_id=None, context=()):
+        """Continues token-id `prompts` to `total_length` tokens.
+
+        Args:
+            prompts: token-id lists of at least one token each.
+            total_length: the length of every output row.
+            sampler: a `Sampler`; its seed, or a fresh one, seeds the draws.
+            stop_token_id: a row ends at this token (the rest is filled with it).
+            context: arrays matching `decode_context`.
+
+        Returns:
+            int32 numpy array [batch, total_length]; each row continues right
+            after its own prompt.
+        """
+        token_ids, prompt_mask = pad_right(prompts, total_length)
+        if not len(token_ids) or prompt_mask.sum(axis=1).min() == 0:
+            raise ValueError("every prompt needs at least one token (e.g. the end token)")
+        seed = sampler.seed if sampler.seed is not None else random.randrange(2**31 - 1)
+        run = self._decode_function(sampler, stop_token_id)
+        return run(token_ids, prompt_mask, seed, tuple(context)).numpy()

@@ -28,5 +28,9 @@ class Registry:
     def names(self):
         return sorted(self._factories)
 
+    def values(self):
+        """The registered values, by name."""
+        return [self._factories[name] for name in self.names()]
+
     def __contains__(self, name):
         return name in self._factories

@@ -8,14 +8,18 @@
 Gutenberg headers and byte-order marks are removed; each paragraph is one text.
 """
 
-import itertools
-import os
-import time
+import _cli
 
-from absl import app, flags
+_cli.quiet()
 
-from tfplm.data import text
-from tfplm.tokenizers import build_wordpiece_vocab, train_sentencepiece
+import itertools  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+from absl import flags  # noqa: E402
+
+from tfplm.data import text  # noqa: E402
+from tfplm.tokenizers import build_wordpiece_vocab, train_sentencepiece  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Glob(s) of text files, comma-separated.", required=True)
@@ -36,7 +40,7 @@ def main(argv):
         lines = itertools.islice(lines, FLAGS.max_lines)
     if FLAGS.tokenizer == "sentencepiece":
         if not FLAGS.output.endswith(".model"):
-            raise app.UsageError("--output of a SentencePiece model must end in .model")
+            raise ValueError(f"--output={FLAGS.output}: a SentencePiece model's name must end in .model")
         train_sentencepiece(lines, FLAGS.vocab_size, FLAGS.output[: -len(".model")])
         size = FLAGS.vocab_size
     else:
@@ -48,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

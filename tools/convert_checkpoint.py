@@ -11,9 +11,13 @@ checkpoints (pytorch_model.bin) are refused. The output loads with
 `BertEncoder/BertPretrainer/BertClassifier/GPT.from_pretrained(output)`.
 """
 
-from absl import app, flags
+import _cli
 
-from tfplm.models.pretrained import convert_checkpoint
+_cli.quiet()
+
+from absl import flags  # noqa: E402
+
+from tfplm.models.pretrained import convert_checkpoint  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Checkpoint directory to convert.", required=True)
@@ -38,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -10,12 +10,16 @@ are processed `--window_size` at a time, over `--num_workers` processes. The
 same flags and seed give the same bytes, whatever `--num_workers`.
 """
 
-import resource
-import time
+import _cli
 
-from absl import app, flags
+_cli.quiet()
 
-from tfplm.data import pretraining, text
+import resource  # noqa: E402
+import time  # noqa: E402
+
+from absl import flags  # noqa: E402
+
+from tfplm.data import pretraining, text  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Glob(s) of text files, comma-separated.", required=True)
@@ -40,10 +44,7 @@ flags.DEFINE_integer("sentences_per_document", 40, "prose: sentences grouped int
 def main(argv):
     del argv
     start = time.perf_counter()
-    try:
-        counts = _create()
-    except ValueError as error:  # a bad flag or input: say which, without a traceback
-        raise app.UsageError(str(error))
+    counts = _create()  # a bad flag or input is a ValueError: _cli.run says which, in one line
     elapsed = time.perf_counter() - start
     total = sum(counts.values())
     for path, n in counts.items():
@@ -82,4 +83,4 @@ def _create():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

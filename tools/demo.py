@@ -10,22 +10,28 @@
    dynamic-range int8), each checked against the Keras model on SST-2 dev.
 
     python tools/demo.py --output_dir=demo_output
+
+It prints its steps, progress, metrics, paths and the export report;
+`--verbosity=1` adds TensorFlow's own logs.
 """
 
-import json
-import os
-import time
+import _cli
 
-import keras
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
+_cli.quiet()
 
-from tfplm import tasks
-from tfplm.data import pretraining, text
-from tfplm.export import exporter, report
-from tfplm.tokenizers import build_wordpiece_vocab
-from tfplm.training import trainer
+import os  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from tfplm import tasks  # noqa: E402
+from tfplm.data import pretraining, text  # noqa: E402
+from tfplm.export import exporter, report  # noqa: E402
+from tfplm.tokenizers import build_wordpiece_vocab  # noqa: E402
+from tfplm.training import trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data")
@@ -80,15 +86,17 @@ def main(argv):
                 f"trainer.train_steps={FLAGS.pretrain_steps}",
                 f"trainer.steps_per_loop={max(FLAGS.pretrain_steps // 5, 1)}",
                 "trainer.eval_steps=20",
+                f"trainer.log_every_steps={max(FLAGS.pretrain_steps // 10, 1)}",
                 "trainer.optimizer.learning_rate=2e-3",
             ]
         ),
     )
     pretrain_dir = os.path.join(out, "pretrain")
-    results = trainer.run_experiment(task, "train_and_eval", pretrain_dir)
-    for entry in map(json.loads, open(os.path.join(pretrain_dir, "train_log.jsonl"))):
-        print(f"  step {entry['step']:4d}  loss {entry['loss']:.3f}  MLM accuracy {entry['mlm_logits_accuracy']:.3f}")
-    print(f"eval: {results['metrics']} ({time.perf_counter() - start:.0f}s)")
+    results = trainer.run_experiment(task, "train_and_eval", pretrain_dir, progress="lines")
+    print(
+        f"MLM accuracy {results['metrics']['mlm_logits_accuracy']:.3f}, "
+        f"NSP accuracy {results['metrics']['nsp_logits_accuracy']:.3f} ({time.perf_counter() - start:.0f}s)"
+    )
 
     start = step("4. fine-tune glue/sst2 on 3,000 SST-2 sentences, score on the real dev set")
     pretrained = os.path.join(pretrain_dir, "pretrained")  # written when training ends
@@ -106,7 +114,7 @@ def main(argv):
         ),
     )
     finetune_dir = os.path.join(out, "sst2")
-    results = trainer.run_experiment(glue, "train_and_eval", finetune_dir)
+    results = trainer.run_experiment(glue, "train_and_eval", finetune_dir, progress="lines")
     print(
         f"SST-2 dev accuracy {results['metrics']['accuracy']:.3f} on "
         f"{results['data']['examples']} sentences ({time.perf_counter() - start:.0f}s)"
@@ -120,17 +128,18 @@ def main(argv):
     path = os.path.join(out, "sst2_classifier.keras")
     end_to_end.save(path)
     restored = keras.models.load_model(path)
-    probe = tf.constant(["a gorgeous, witty, moving film", "dull and lifeless"])
+    texts = ["a gorgeous, witty, moving film", "dull and lifeless"]
+    probe = tf.constant(texts)
     np.testing.assert_allclose(restored(probe), end_to_end(probe), atol=1e-6)
-    print(f"{path}: logits for {probe.numpy().tolist()} = {restored(probe).numpy().round(2).tolist()}")
+    logits = np.asarray(restored(probe), dtype=np.float64).round(2).tolist()
+    print(f"{path}: logits for {texts} = {logits}")
 
     start = step("6. export for TF Serving, TF Hub and TFLite; check each on 200 SST-2 dev sentences")
     serving_dir = os.path.join(out, "serving")
-    dev = glue.examples("validation")
-    result = exporter.export_model(
-        classifier, serving_dir, dev.texts[:200], model_name="sst2", quantize="dynamic_int8",
-        representative_texts=glue.examples("train").texts[:200],
-    )
+    with _cli.native_logs_hidden():  # the TFLite runtimes log as they start
+        result = exporter.export_model(
+            classifier, serving_dir, glue.held_out_examples(200), model_name="sst2", quantize="dynamic_int8"
+        )
     print(report.format_table(result))
     missed = report.failures(result)
     print(("missed bars: " + "; ".join(missed)) if missed else "every artifact met its bar", f"({time.perf_counter() - start:.0f}s)")
@@ -139,4 +148,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -26,6 +26,31 @@ ACTIVATIONS = {
     "relu": "relu",
 }
 
+# Where each part of a tfplm Transformer lives: the one place the converters
+# learn tfplm's weight paths (the names of the layers in tfplm.models and
+# tfplm.layers). "{layer}" is a block index; see `tfplm_weight`.
+PARTS = {
+    "token_embedding": "embedding/token_embedding",
+    "position_embedding": "embedding/position_embedding",
+    "type_embedding": "embedding/type_embedding",
+    "embedding_norm": "embedding/layer_norm",
+    "query": "block_{layer}/self_attention/query",
+    "key": "block_{layer}/self_attention/key",
+    "value": "block_{layer}/self_attention/value",
+    "attention_output": "block_{layer}/self_attention/output",
+    "attention_norm": "block_{layer}/self_attention_norm",
+    "intermediate": "block_{layer}/feed_forward/intermediate",
+    "feed_forward_output": "block_{layer}/feed_forward/output",
+    "feed_forward_norm": "block_{layer}/feed_forward_norm",
+    "pooler": "pooler/dense",
+    "final_norm": "final_norm",
+    "masked_lm": "masked_lm_head",
+    "masked_lm_transform": "masked_lm_head/transform",
+    "masked_lm_norm": "masked_lm_head/layer_norm",
+    "next_sentence": "next_sentence_head/logits",
+    "classifier": "classifier/logits",
+}
+
 # Weight-path prefixes of the task heads; everything else belongs to the backbone.
 HEAD_PREFIXES = {
     "masked_lm_head/": "masked-LM head",
@@ -56,6 +81,8 @@ class Checkpoint:
         path: where it was read from.
         class_name: the saved model class (tfplm checkpoints only).
         seq_length: the saved preprocessor length (tfplm checkpoints only).
+        pair: the saved preprocessor reads sentence pairs (tfplm checkpoints only).
+        label_names: the classifier's class names (tfplm checkpoints only).
     """
 
     family: str
@@ -70,9 +97,23 @@ class Checkpoint:
     path: str = ""
     class_name: str = None
     seq_length: int = None
+    pair: bool = False
+    label_names: list = None
 
     def has_head(self, prefix):
         return any(name.startswith(prefix) for name in self.weights)
+
+
+def tfplm_weight(part, leaf, layer="{layer}"):
+    """tfplm's weight path of `leaf` ("kernel", "gamma", ...) of a `PARTS` part.
+
+    Example:
+    >>> tfplm_weight("query", "kernel", layer=3)
+    'block_3/self_attention/query/kernel'
+    >>> tfplm_weight("query", "{leaf}")  # a `NameMap` target template
+    'block_{layer}/self_attention/query/{leaf}'
+    """
+    return PARTS[part].replace("{layer}", str(layer)) + "/" + leaf
 
 
 def activation(name, source):
@@ -83,6 +124,12 @@ def activation(name, source):
             f"{sorted(set(ACTIVATIONS))}"
         )
     return ACTIVATIONS[name]
+
+
+def directory_of(path):
+    """The checkpoint directory of `path`: itself, or the folder of a file in it."""
+    path = os.fspath(path)
+    return path if os.path.isdir(path) else (os.path.dirname(path) or ".")
 
 
 def refuse_pickle(path):
@@ -110,8 +157,9 @@ class NameMap:
     """Maps source tensor names to tfplm weight paths with regular expressions.
 
     Each rule is (pattern, target, transform): `target` is a template filled
-    with the pattern's groups (e.g. "block_{0}/self_attention/query/kernel"),
-    or a function returning [(target, array), ...] when one source tensor feeds
+    with the pattern's named groups (e.g. "block_{layer}/self_attention/query/kernel"
+    for a pattern with `(?P<layer>\\d+)`), or a function `(groups, value, name)`
+    returning [(target, array, origin), ...] when one source tensor feeds
     several tfplm weights (GPT-2's fused query/key/value). `transform` turns
     the source array into tfplm's layout (e.g. a transpose).
     """
@@ -134,9 +182,9 @@ class NameMap:
                     continue
                 value = transform(np.asarray(tensors[name])) if transform else np.asarray(tensors[name])
                 if callable(target):
-                    pairs = target(match.groups(), value, name)
+                    pairs = target(match.groupdict(), value, name)
                 else:
-                    pairs = [(target.format(*match.groups()), value, name)]
+                    pairs = [(target.format(**match.groupdict()), value, name)]
                 for path, array, origin in pairs:
                     if path in weights:
                         raise CheckpointError(
@@ -151,16 +199,71 @@ class NameMap:
         return weights, sources, ignored
 
 
+def module_rules(modules, leaves):
+    r"""`NameMap` rules for a source's modules, each mapped onto a tfplm part.
+
+    Args:
+        modules: [(source module pattern, `PARTS` key, kind)], e.g.
+            (r"encoder\.layer\.(?P<layer>\d+)\.intermediate\.dense", "intermediate", "dense").
+        leaves: kind → [(source suffix pattern, tfplm leaf, transform)]: how
+            this source names and lays out the tensors of that kind of module,
+            e.g. "dense": [(r"\.weight", "kernel", transpose), (r"\.bias", "bias", None)].
+    """
+    return [
+        (module + suffix, tfplm_weight(part, leaf), transform)
+        for module, part, kind in modules
+        for suffix, leaf, transform in leaves[kind]
+    ]
+
+
+# The original BERT's module names (google-research/bert), which Hugging Face
+# kept with "." for "/" and "layer.N" for "layer_N": each with its tfplm part and
+# kind. "{block}" is a block's name; the backbone's modules are under "bert/".
+BERT_BACKBONE_MODULES = [
+    ("embeddings/word_embeddings", "token_embedding", "embedding"),
+    ("embeddings/position_embeddings", "position_embedding", "embedding"),
+    ("embeddings/token_type_embeddings", "type_embedding", "embedding"),
+    ("embeddings/LayerNorm", "embedding_norm", "norm"),
+    *[(f"encoder/{{block}}/attention/self/{part}", part, "dense") for part in ("query", "key", "value")],
+    ("encoder/{block}/attention/output/dense", "attention_output", "dense"),
+    ("encoder/{block}/attention/output/LayerNorm", "attention_norm", "norm"),
+    ("encoder/{block}/intermediate/dense", "intermediate", "dense"),
+    ("encoder/{block}/output/dense", "feed_forward_output", "dense"),
+    ("encoder/{block}/output/LayerNorm", "feed_forward_norm", "norm"),
+    ("pooler/dense", "pooler", "dense"),
+]
+BERT_HEAD_MODULES = [
+    ("cls/predictions/transform/dense", "masked_lm_transform", "dense"),
+    ("cls/predictions/transform/LayerNorm", "masked_lm_norm", "norm"),
+    ("cls/predictions", "masked_lm", "bias"),
+    ("cls/seq_relationship", "next_sentence", "output"),
+]
+
+
+def bert_rules(leaves, separator, backbone_prefix, block):
+    r"""`NameMap` rules for the original BERT's names, as a source spells them.
+
+    Args:
+        leaves: as in `module_rules`, for the kinds "embedding", "dense",
+            "norm", "bias" (the masked-LM output bias) and "output" (the NSP layer).
+        separator: between the parts of a name: "/" (Google) or "." (Hugging Face).
+        backbone_prefix: a pattern before the backbone's names: "bert/"
+            (Google), r"(?:bert\.)?" (Hugging Face, whose `BertModel` drops it).
+        block: the source's name of block N, "{layer}" standing for N:
+            "layer_{layer}" (Google) or "layer.{layer}" (Hugging Face).
+    """
+
+    def pattern(name):
+        pieces = [block if piece == "{block}" else piece for piece in name.split("/")]
+        return re.escape(separator).join(map(re.escape, pieces)).replace(re.escape("{layer}"), r"(?P<layer>\d+)")
+
+    modules = [(backbone_prefix + pattern(name), part, kind) for name, part, kind in BERT_BACKBONE_MODULES]
+    modules += [(pattern(name), part, kind) for name, part, kind in BERT_HEAD_MODULES]
+    return module_rules(modules, leaves)
+
+
 def transpose(x):
     return np.ascontiguousarray(x.T)
-
-
-def layer_norm_rules(source_prefix, target_prefix, gamma="weight", beta="bias"):
-    """LayerNorm scale/offset, accepting both `weight/bias` and old `gamma/beta` names."""
-    return [
-        (source_prefix + rf"\.(?:{gamma}|gamma)", target_prefix + "/gamma", None),
-        (source_prefix + rf"\.(?:{beta}|beta)", target_prefix + "/beta", None),
-    ]
 
 
 def check_tied(tensors, name, tied_to, value_of_tied, source):

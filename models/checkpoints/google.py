@@ -31,10 +31,16 @@ from tfplm.models.checkpoints.common import (
     Checkpoint,
     CheckpointError,
     NameMap,
+    bert_rules,
+    directory_of,
+    tfplm_weight,
     transpose,
 )
 
 CONFIG_FILE = "bert_config.json"
+
+# What `architecture` returns, for messages.
+ARCHITECTURE = "Google checkpoint architecture"
 
 
 def checkpoint_prefix(directory):
@@ -55,6 +61,20 @@ def is_google_dir(path):
     return os.path.isfile(os.path.join(path, CONFIG_FILE)) and checkpoint_prefix(path) is not None
 
 
+def detect(path):
+    """Whether `path` is a Google BERT directory, its `.index` file or a checkpoint prefix in one."""
+    if os.path.isdir(path):
+        return is_google_dir(path)
+    if os.path.isfile(path):
+        return path.endswith(".index") and is_google_dir(os.path.dirname(path) or ".")
+    return os.path.isfile(path + ".index")
+
+
+def architecture(directory):
+    """Google's repository publishes BERT only."""
+    return "bert"
+
+
 def infer_lowercase(directory):
     """Google's release names say the casing: "uncased_..." or "cased_..."."""
     name = os.path.basename(os.path.normpath(os.path.abspath(directory))).lower()
@@ -70,29 +90,23 @@ def infer_lowercase(directory):
     return True
 
 
-_L = r"bert/encoder/layer_(\d+)/"
+# How Google's BERT names the tensors of each kind of module (TF kernels are [in, out]).
+_LEAVES = {
+    "embedding": [("", "embeddings", None)],
+    "dense": [("/kernel", "kernel", None), ("/bias", "bias", None)],
+    "norm": [("/gamma", "gamma", None), ("/beta", "beta", None)],
+    "bias": [("/output_bias", "bias", None)],
+    # The NSP layer's own layout: output_weights is [2, hidden].
+    "output": [("/output_weights", "kernel", transpose), ("/output_bias", "bias", None)],
+}
 
 
 def _name_map():
     rules = [
-        (r"bert/embeddings/word_embeddings", "embedding/token_embedding/embeddings", None),
-        (r"bert/embeddings/position_embeddings", "embedding/position_embedding/embeddings", None),
-        (r"bert/embeddings/token_type_embeddings", "embedding/type_embedding/embeddings", None),
-        (r"bert/embeddings/LayerNorm/(gamma|beta)", "embedding/layer_norm/{0}", None),
-        (_L + r"attention/self/(query|key|value)/(kernel|bias)", "block_{0}/self_attention/{1}/{2}", None),
-        (_L + r"attention/output/dense/(kernel|bias)", "block_{0}/self_attention/output/{1}", None),
-        (_L + r"attention/output/LayerNorm/(gamma|beta)", "block_{0}/self_attention_norm/{1}", None),
-        (_L + r"intermediate/dense/(kernel|bias)", "block_{0}/feed_forward/intermediate/{1}", None),
-        (_L + r"output/dense/(kernel|bias)", "block_{0}/feed_forward/output/{1}", None),
-        (_L + r"output/LayerNorm/(gamma|beta)", "block_{0}/feed_forward_norm/{1}", None),
-        (r"bert/pooler/dense/(kernel|bias)", "pooler/dense/{0}", None),
-        (r"cls/predictions/transform/dense/(kernel|bias)", "masked_lm_head/transform/{0}", None),
-        (r"cls/predictions/transform/LayerNorm/(gamma|beta)", "masked_lm_head/layer_norm/{0}", None),
-        (r"cls/predictions/output_bias", "masked_lm_head/bias", None),
-        (r"cls/seq_relationship/output_weights", "next_sentence_head/logits/kernel", transpose),
-        (r"cls/seq_relationship/output_bias", "next_sentence_head/logits/bias", None),
-        (r"output_weights", "classifier/logits/kernel", transpose),
-        (r"output_bias", "classifier/logits/bias", None),
+        *bert_rules(_LEAVES, "/", "bert/", "layer_{layer}"),
+        # run_classifier.py's classifier: top-level output_weights [num_labels, hidden] + output_bias.
+        (r"output_weights", tfplm_weight("classifier", "kernel"), transpose),
+        (r"output_bias", tfplm_weight("classifier", "bias"), None),
     ]
     ignore = [
         (r"global_step", "training step counter"),
@@ -101,29 +115,32 @@ def _name_map():
     return NameMap(rules, ignore)
 
 
-def read(directory, do_lower_case=None, prefix=None):
-    """Reads a Google BERT checkpoint directory into a `Checkpoint` (family "bert").
+def read(path, do_lower_case=None):
+    """Reads a Google BERT checkpoint into a `Checkpoint` (family "bert").
 
     Args:
-        directory: holds bert_config.json, bert_model.ckpt.* and vocab.txt.
+        path: a directory with bert_config.json, bert_model.ckpt.* (else the
+            only or latest checkpoint) and vocab.txt; or a checkpoint prefix
+            (or its .index file) in such a directory.
         do_lower_case: whether the vocabulary is uncased; None infers it from
             the directory name (see the module docstring).
-        prefix: the checkpoint prefix; default bert_model.ckpt (or the only one).
     """
     from tfplm.models.checkpoints.huggingface import bert_config
     from tfplm.tokenizers import WordPieceTokenizer
 
+    path = os.fspath(path)
+    directory = directory_of(path)
+    prefix = checkpoint_prefix(directory) if os.path.isdir(path) else path.removesuffix(".index")
     source = f"Google BERT checkpoint {directory!r}"
     with open(os.path.join(directory, CONFIG_FILE), encoding="utf-8") as f:
         config = json.load(f)
     # Google's LayerNorm epsilon is 1e-12 (tf.contrib.layers.layer_norm); its config omits it.
     config.setdefault("layer_norm_eps", 1e-12)
     model_config = bert_config(config, source)
-    prefix = prefix or checkpoint_prefix(directory)
     reader = tf.train.load_checkpoint(prefix)
     tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     weights, sources, ignored = _name_map().apply(tensors, source)
-    if not any(path.startswith("block_") for path in weights):
+    if tfplm_weight("query", "kernel", layer=0) not in weights:
         raise CheckpointError(
             f"{source}: no variable has Google BERT's names (bert/encoder/layer_N/...); "
             f"found e.g. {sorted(tensors)[:3]}. TF2 object-based checkpoints are not this format"
@@ -133,7 +150,8 @@ def read(directory, do_lower_case=None, prefix=None):
     tokenizer = WordPieceTokenizer(vocab, lowercase=lowercase) if os.path.isfile(vocab) else None
     if tokenizer is None:
         logging.warning("%s has no vocab.txt; the model gets no tokenizer", directory)
-    num_classes = weights["classifier/logits/kernel"].shape[1] if "classifier/logits/kernel" in weights else None
+    classifier = tfplm_weight("classifier", "kernel")
+    num_classes = weights[classifier].shape[1] if classifier in weights else None
     return Checkpoint(
         family="bert",
         config=model_config,

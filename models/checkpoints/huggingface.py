@@ -24,16 +24,33 @@ from tfplm.models.checkpoints.common import (
     CheckpointError,
     NameMap,
     activation,
+    bert_rules,
     check_tied,
-    layer_norm_rules,
+    directory_of,
+    module_rules,
     refuse_pickle,
+    tfplm_weight,
     transpose,
 )
 
 POSITION_IDS_REASON = "buffer of positions 0..max_length-1 (a constant, not a weight)"
 
+# What `architecture` returns, for messages.
+ARCHITECTURE = "Hugging Face model_type"
 
-def is_huggingface_dir(path):
+# How Hugging Face names and lays out the tensors of each kind of module.
+_LEAVES = {
+    "embedding": [(r"\.weight", "embeddings", None)],
+    "dense": [(r"\.weight", "kernel", transpose), (r"\.bias", "bias", None)],  # torch Linear: [out, in]
+    "conv1d": [(r"\.weight", "kernel", None), (r"\.bias", "bias", None)],  # GPT-2's Conv1D: [in, out]
+    "norm": [(r"\.(?:weight|gamma)", "gamma", None), (r"\.(?:bias|beta)", "beta", None)],
+    "bias": [(r"\.bias", "bias", None)],
+    "output": [(r"\.weight", "kernel", transpose), (r"\.bias", "bias", None)],
+}
+
+
+def detect(path):
+    """Whether `path` is a Hugging Face directory (a config.json with a model_type)."""
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):
         return False
@@ -43,6 +60,11 @@ def is_huggingface_dir(path):
         except json.JSONDecodeError:
             return False
     return isinstance(content, dict) and ("model_type" in content or "architectures" in content)
+
+
+def architecture(directory):
+    """The checkpoint's `model_type` ("bert", "gpt2", ...)."""
+    return read_json(os.path.join(directory, "config.json")).get("model_type")
 
 
 def read_json(path):
@@ -82,46 +104,22 @@ def load_safetensors(directory):
     return tensors
 
 
+def _read(path):
+    """(directory, config.json, tensors) of a Hugging Face checkpoint; pickles refused."""
+    directory = directory_of(path)
+    refuse_pickle(directory)
+    return directory, read_json(os.path.join(directory, "config.json")), load_safetensors(directory)
+
+
 # --- BERT --------------------------------------------------------------------
-
-_B = r"(?:bert\.)?"  # BertForPreTraining / ForSequenceClassification prefix
-_L = _B + r"encoder\.layer\.(\d+)\."
-
 
 def _bert_name_map():
     rules = [
-        (_B + r"embeddings\.word_embeddings\.weight", "embedding/token_embedding/embeddings", None),
-        (_B + r"embeddings\.position_embeddings\.weight", "embedding/position_embedding/embeddings", None),
-        (_B + r"embeddings\.token_type_embeddings\.weight", "embedding/type_embedding/embeddings", None),
-        *layer_norm_rules(_B + r"embeddings\.LayerNorm", "embedding/layer_norm"),
-    ]
-    for part in ("query", "key", "value"):
-        rules += [
-            (_L + rf"attention\.self\.{part}\.weight", "block_{0}/self_attention/" + part + "/kernel", transpose),
-            (_L + rf"attention\.self\.{part}\.bias", "block_{0}/self_attention/" + part + "/bias", None),
-        ]
-    rules += [
-        (_L + r"attention\.output\.dense\.weight", "block_{0}/self_attention/output/kernel", transpose),
-        (_L + r"attention\.output\.dense\.bias", "block_{0}/self_attention/output/bias", None),
-        *layer_norm_rules(_L + r"attention\.output\.LayerNorm", "block_{0}/self_attention_norm"),
-        (_L + r"intermediate\.dense\.weight", "block_{0}/feed_forward/intermediate/kernel", transpose),
-        (_L + r"intermediate\.dense\.bias", "block_{0}/feed_forward/intermediate/bias", None),
-        (_L + r"output\.dense\.weight", "block_{0}/feed_forward/output/kernel", transpose),
-        (_L + r"output\.dense\.bias", "block_{0}/feed_forward/output/bias", None),
-        *layer_norm_rules(_L + r"output\.LayerNorm", "block_{0}/feed_forward_norm"),
-        (_B + r"pooler\.dense\.weight", "pooler/dense/kernel", transpose),
-        (_B + r"pooler\.dense\.bias", "pooler/dense/bias", None),
-        (r"cls\.predictions\.transform\.dense\.weight", "masked_lm_head/transform/kernel", transpose),
-        (r"cls\.predictions\.transform\.dense\.bias", "masked_lm_head/transform/bias", None),
-        *layer_norm_rules(r"cls\.predictions\.transform\.LayerNorm", "masked_lm_head/layer_norm"),
-        (r"cls\.predictions\.bias", "masked_lm_head/bias", None),
-        (r"cls\.seq_relationship\.weight", "next_sentence_head/logits/kernel", transpose),
-        (r"cls\.seq_relationship\.bias", "next_sentence_head/logits/bias", None),
-        (r"classifier\.weight", "classifier/logits/kernel", transpose),
-        (r"classifier\.bias", "classifier/logits/bias", None),
+        *bert_rules(_LEAVES, ".", r"(?:bert\.)?", "layer.{layer}"),
+        *module_rules([(r"classifier", "classifier", "dense")], _LEAVES),  # BertForSequenceClassification
     ]
     ignore = [
-        (_B + r"embeddings\.position_ids", POSITION_IDS_REASON),
+        (r"(?:bert\.)?embeddings\.position_ids", POSITION_IDS_REASON),
         (r"cls\.predictions\.decoder\.weight", "tied to the word embeddings (checked equal)"),
         (r"cls\.predictions\.decoder\.bias", "the same tensor as cls.predictions.bias (checked equal)"),
     ]
@@ -195,7 +193,15 @@ def bert_tokenizer(directory, do_lower_case=None):
     return None
 
 
-def read_bert(directory, config, tensors, do_lower_case=None):
+def read_bert(path, do_lower_case=None):
+    """Reads a Hugging Face BERT directory into a `Checkpoint` (family "bert").
+
+    Args:
+        path: the directory (config.json, model.safetensors or its shards,
+            vocab.txt or tokenizer.json), or a file in it.
+        do_lower_case: overrides the tokenizer config's casing.
+    """
+    directory, config, tensors = _read(path)
     source = f"Hugging Face BERT checkpoint {directory!r}"
     model_config = bert_config(config, source)
     weights, sources, ignored = _bert_name_map().apply(tensors, source)
@@ -209,8 +215,9 @@ def read_bert(directory, config, tensors, do_lower_case=None):
             tensors["cls.predictions.bias"], source,
         )
     num_classes = classifier_dropout = None
-    if "classifier/logits/kernel" in weights:
-        num_classes = weights["classifier/logits/kernel"].shape[1]
+    classifier = tfplm_weight("classifier", "kernel")
+    if classifier in weights:
+        num_classes = weights[classifier].shape[1]
         classifier_dropout = config.get("classifier_dropout") or config.get("hidden_dropout_prob", 0.1)
     return Checkpoint(
         family="bert",
@@ -229,16 +236,32 @@ def read_bert(directory, config, tensors, do_lower_case=None):
 # --- GPT-2 -------------------------------------------------------------------
 
 _T = r"(?:transformer\.)?"
-_H = _T + r"h\.(\d+)\."
+_H = _T + r"h\.(?P<layer>\d+)\."
+
+_GPT2_BLOCK_MODULES = [  # in block N, after _H (c_attn is split apart, see _split_qkv)
+    (r"ln_1", "attention_norm", "norm"),
+    (r"attn\.c_proj", "attention_output", "conv1d"),
+    (r"ln_2", "feed_forward_norm", "norm"),
+    (r"mlp\.c_fc", "intermediate", "conv1d"),
+    (r"mlp\.c_proj", "feed_forward_output", "conv1d"),
+]
+_GPT2_MODULES = [
+    (_T + r"wte", "token_embedding", "embedding"),
+    (_T + r"wpe", "position_embedding", "embedding"),
+    *[(_H + name, part, kind) for name, part, kind in _GPT2_BLOCK_MODULES],
+    (_T + r"ln_f", "final_norm", "norm"),
+]
 
 
-def _split_qkv(kind):
+def _split_qkv(leaf):
+    """Splits the fused c_attn tensor into tfplm's query, key and value."""
+
     def split(groups, value, name):
         parts = np.split(value, 3, axis=-1)
         width = parts[0].shape[-1]
         return [
             (
-                f"block_{groups[0]}/self_attention/{part}/{kind}",
+                tfplm_weight(part, leaf, layer=groups["layer"]),
                 np.ascontiguousarray(array),
                 f"{name}[..., {i * width}:{(i + 1) * width}]",
             )
@@ -250,19 +273,9 @@ def _split_qkv(kind):
 
 def _gpt2_name_map():
     rules = [
-        (_T + r"wte\.weight", "embedding/token_embedding/embeddings", None),
-        (_T + r"wpe\.weight", "embedding/position_embedding/embeddings", None),
-        *layer_norm_rules(_H + r"ln_1", "block_{0}/self_attention_norm"),
         (_H + r"attn\.c_attn\.weight", _split_qkv("kernel"), None),
         (_H + r"attn\.c_attn\.bias", _split_qkv("bias"), None),
-        (_H + r"attn\.c_proj\.weight", "block_{0}/self_attention/output/kernel", None),
-        (_H + r"attn\.c_proj\.bias", "block_{0}/self_attention/output/bias", None),
-        *layer_norm_rules(_H + r"ln_2", "block_{0}/feed_forward_norm"),
-        (_H + r"mlp\.c_fc\.weight", "block_{0}/feed_forward/intermediate/kernel", None),
-        (_H + r"mlp\.c_fc\.bias", "block_{0}/feed_forward/intermediate/bias", None),
-        (_H + r"mlp\.c_proj\.weight", "block_{0}/feed_forward/output/kernel", None),
-        (_H + r"mlp\.c_proj\.bias", "block_{0}/feed_forward/output/bias", None),
-        *layer_norm_rules(_T + r"ln_f", "final_norm"),
+        *module_rules(_GPT2_MODULES, _LEAVES),
     ]
     ignore = [
         (_H + r"attn\.(?:masked_)?bias", "causal-mask buffer (a constant, not a weight)"),
@@ -315,7 +328,15 @@ def gpt2_tokenizer(directory):
     return None
 
 
-def read_gpt2(directory, config, tensors):
+def read_gpt2(path, do_lower_case=None):
+    """Reads a Hugging Face GPT-2 directory into a `Checkpoint` (family "gpt").
+
+    Args:
+        path: the directory (config.json, model.safetensors or its shards,
+            vocab.json + merges.txt or tokenizer.json), or a file in it.
+        do_lower_case: unused: byte-level BPE keeps case.
+    """
+    directory, config, tensors = _read(path)
     source = f"Hugging Face GPT-2 checkpoint {directory!r}"
     model_config = gpt2_config(config, source)
     weights, sources, ignored = _gpt2_name_map().apply(tensors, source)
@@ -333,33 +354,3 @@ def read_gpt2(directory, config, tensors):
         source_format="huggingface",
         path=directory,
     )
-
-
-_FAMILIES = {"bert": "bert", "gpt2": "gpt"}
-
-
-def read(directory, family=None, do_lower_case=None):
-    """Reads a Hugging Face BERT or GPT-2 directory into a `Checkpoint`.
-
-    Args:
-        directory: holds config.json, model.safetensors (or shards) and the
-            tokenizer files (vocab.txt / tokenizer.json, or vocab.json + merges.txt).
-        family: "bert" or "gpt" to insist on one; None accepts either.
-        do_lower_case: BERT only; overrides the tokenizer config's casing.
-    """
-    refuse_pickle(directory)
-    config = read_json(os.path.join(directory, "config.json"))
-    model_type = config.get("model_type")
-    if model_type not in _FAMILIES:
-        raise CheckpointError(
-            f"{directory!r}: model_type {model_type!r} is not supported; tfplm converts "
-            f"Hugging Face {sorted(_FAMILIES)} checkpoints"
-        )
-    if family is not None and _FAMILIES[model_type] != family:
-        raise CheckpointError(
-            f"{directory!r} is a {model_type} checkpoint, not a {family} one"
-        )
-    tensors = load_safetensors(directory)
-    if model_type == "bert":
-        return read_bert(directory, config, tensors, do_lower_case)
-    return read_gpt2(directory, config, tensors)

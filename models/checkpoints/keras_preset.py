@@ -18,9 +18,10 @@ import os
 
 from absl import logging
 
-from tfplm.models.checkpoints.common import Checkpoint, CheckpointError, NameMap
+from tfplm.models.checkpoints.common import Checkpoint, CheckpointError, NameMap, directory_of, module_rules
 
-SUPPORTED = {"BertBackbone": "bert", "GPT2Backbone": "gpt"}
+# What `architecture` returns, for messages.
+ARCHITECTURE = "keras-nlp backbone"
 
 
 def _read_json(path):
@@ -28,7 +29,8 @@ def _read_json(path):
         return json.load(f)
 
 
-def is_keras_preset_dir(path):
+def detect(path):
+    """Whether `path` is a keras-nlp / keras-hub preset directory."""
     config = os.path.join(path, "config.json")
     if not (os.path.isfile(config) and os.path.isfile(os.path.join(path, "metadata.json"))):
         return False
@@ -39,6 +41,11 @@ def is_keras_preset_dir(path):
     registered = str(content.get("registered_name") or "")
     module = str(content.get("module") or "")
     return registered.startswith(("keras_hub>", "keras_nlp>")) or module.startswith(("keras_hub", "keras_nlp"))
+
+
+def architecture(directory):
+    """The preset's backbone class ("BertBackbone", "GPT2Backbone", ...)."""
+    return _read_json(os.path.join(directory, "config.json")).get("class_name")
 
 
 def _heads_to_hidden(x):  # [hidden, heads, head_size] → [hidden, hidden]
@@ -53,99 +60,106 @@ def _output_kernel(x):  # [heads, head_size, hidden] → [hidden, hidden]
     return x.reshape(-1, x.shape[-1])
 
 
-_L = r"transformer_layer_(\d+)/"
+# How keras-hub names and lays out the tensors of each kind of module.
+_LEAVES = {
+    "embedding": [("/embeddings", "embeddings", None)],
+    "dense": [("/kernel", "kernel", None), ("/bias", "bias", None)],
+    "norm": [("/gamma", "gamma", None), ("/beta", "beta", None)],
+    "attention_projection": [("/kernel", "kernel", _heads_to_hidden), ("/bias", "bias", _flatten)],
+    "attention_output": [("/kernel", "kernel", _output_kernel), ("/bias", "bias", None)],
+}
+
+_L = r"transformer_layer_(?P<layer>\d+)/"
 _A = _L + r"self_attention(?:_layer)?/"
 
-
-def _name_map():
-    rules = [
-        (r"token_embedding/embeddings", "embedding/token_embedding/embeddings", None),
-        (r"position_embedding/embeddings", "embedding/position_embedding/embeddings", None),
-        (r"segment_embedding/embeddings", "embedding/type_embedding/embeddings", None),
-        (r"embeddings_layer_norm/(gamma|beta)", "embedding/layer_norm/{0}", None),
-        (_A + r"(query|key|value)/kernel", "block_{0}/self_attention/{1}/kernel", _heads_to_hidden),
-        (_A + r"(query|key|value)/bias", "block_{0}/self_attention/{1}/bias", _flatten),
-        (_A + r"attention_output/kernel", "block_{0}/self_attention/output/kernel", _output_kernel),
-        (_A + r"attention_output/bias", "block_{0}/self_attention/output/bias", None),
-        (_L + r"self_attention_layer_norm/(gamma|beta)", "block_{0}/self_attention_norm/{1}", None),
-        (_L + r"feedforward_intermediate_dense/(kernel|bias)", "block_{0}/feed_forward/intermediate/{1}", None),
-        (_L + r"feedforward_output_dense/(kernel|bias)", "block_{0}/feed_forward/output/{1}", None),
-        (_L + r"feedforward_layer_norm/(gamma|beta)", "block_{0}/feed_forward_norm/{1}", None),
-        (r"pooled_dense/(kernel|bias)", "pooler/dense/{0}", None),
-        (r"layer_norm/(gamma|beta)", "final_norm/{0}", None),
-        (r"logits/(kernel|bias)", "classifier/logits/{0}", None),
-    ]
-    return NameMap(rules)
+# One table for keras-hub's BERT and GPT-2: they share the layer names.
+_MODULES = [
+    (r"token_embedding", "token_embedding", "embedding"),
+    (r"position_embedding", "position_embedding", "embedding"),
+    (r"segment_embedding", "type_embedding", "embedding"),
+    (r"embeddings_layer_norm", "embedding_norm", "norm"),
+    *[(_A + part, part, "attention_projection") for part in ("query", "key", "value")],
+    (_A + r"attention_output", "attention_output", "attention_output"),
+    (_L + r"self_attention_layer_norm", "attention_norm", "norm"),
+    (_L + r"feedforward_intermediate_dense", "intermediate", "dense"),
+    (_L + r"feedforward_output_dense", "feed_forward_output", "dense"),
+    (_L + r"feedforward_layer_norm", "feed_forward_norm", "norm"),
+    (r"pooled_dense", "pooler", "dense"),
+    (r"layer_norm", "final_norm", "norm"),
+    (r"logits", "classifier", "dense"),
+]
 
 
-def _config(class_name, config):
-    if class_name == "BertBackbone":
-        return dict(
-            vocab_size=config["vocabulary_size"],
-            hidden_size=config["hidden_dim"],
-            num_layers=config["num_layers"],
-            num_heads=config["num_heads"],
-            intermediate_size=config["intermediate_dim"],
-            max_length=config.get("max_sequence_length", 512),
-            type_vocab_size=config.get("num_segments", 2),
-            activation="gelu_approximate",
-            dropout=config.get("dropout", 0.1),
-            attention_dropout=config.get("dropout", 0.1),
-            layer_norm_epsilon=1e-12,
-        )
+# keras-hub's names of the backbone arguments its BERT and GPT-2 share with tfplm's.
+_CONFIG_NAMES = dict(
+    vocab_size="vocabulary_size", hidden_size="hidden_dim", num_layers="num_layers", num_heads="num_heads",
+    intermediate_size="intermediate_dim",
+)
+
+
+def _backbone_config(config, max_length, layer_norm_epsilon, **more):
+    """tfplm arguments of a keras-hub backbone: it uses the tanh-approximate GELU
+    and a fixed LayerNorm epsilon, and one dropout rate everywhere."""
     return dict(
-        vocab_size=config["vocabulary_size"],
-        hidden_size=config["hidden_dim"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        intermediate_size=config["intermediate_dim"],
-        max_length=config.get("max_sequence_length", 1024),
+        {ours: config[theirs] for ours, theirs in _CONFIG_NAMES.items()},
+        max_length=config.get("max_sequence_length", max_length),
         activation="gelu_approximate",
         dropout=config.get("dropout", 0.1),
-        layer_norm_epsilon=1e-5,
+        layer_norm_epsilon=layer_norm_epsilon,
+        **more,
     )
 
 
-def _tokenizer(directory, family):
-    """The preset's tokenizer as a tfplm tokenizer, or None (backbone-only presets)."""
+def _bert_config(config):
+    return _backbone_config(
+        config, 512, 1e-12, type_vocab_size=config.get("num_segments", 2), attention_dropout=config.get("dropout", 0.1)
+    )
+
+
+def _gpt2_config(config):
+    return _backbone_config(config, 1024, 1e-5)
+
+
+def _source_tokenizer(directory):
+    """The preset's keras-hub tokenizer, or None (backbone-only presets)."""
     if not os.path.isfile(os.path.join(directory, "tokenizer.json")):
         logging.warning("%s has no tokenizer.json (a backbone-only preset); no tokenizer", directory)
         return None
     import keras_hub
 
-    from tfplm.tokenizers import GPT2Tokenizer, WordPieceTokenizer
-
-    source = keras_hub.tokenizers.Tokenizer.from_preset(directory)
-    if family == "bert":
-        if bool(getattr(source, "strip_accents", source.lowercase)) != bool(source.lowercase):
-            logging.warning(
-                "%s: keras-hub tokenizer has lowercase=%s, strip_accents=%s; tfplm's "
-                "WordPieceTokenizer strips accents exactly when it lower-cases (as BERT does)",
-                directory, source.lowercase, source.strip_accents,
-            )
-        return WordPieceTokenizer(list(source.get_vocabulary()), lowercase=bool(source.lowercase))
-    return GPT2Tokenizer(dict(source.vocabulary), list(source.merges))
+    return keras_hub.tokenizers.Tokenizer.from_preset(directory)
 
 
-def read(directory, family=None):
-    """Reads a keras-hub BertBackbone / GPT2Backbone preset into a `Checkpoint`.
+def _bert_tokenizer(directory, do_lower_case):
+    from tfplm.tokenizers import WordPieceTokenizer
 
-    Args:
-        directory: a directory written by `save_to_preset`.
-        family: "bert" or "gpt" to insist on one; None accepts either.
-    """
+    source = _source_tokenizer(directory)
+    if source is None:
+        return None
+    if bool(getattr(source, "strip_accents", source.lowercase)) != bool(source.lowercase):
+        logging.warning(
+            "%s: keras-hub tokenizer has lowercase=%s, strip_accents=%s; tfplm's "
+            "WordPieceTokenizer strips accents exactly when it lower-cases (as BERT does)",
+            directory, source.lowercase, source.strip_accents,
+        )
+    lowercase = source.lowercase if do_lower_case is None else do_lower_case
+    return WordPieceTokenizer(list(source.get_vocabulary()), lowercase=bool(lowercase))
+
+
+def _gpt2_tokenizer(directory, do_lower_case):
+    from tfplm.tokenizers import GPT2Tokenizer
+
+    source = _source_tokenizer(directory)
+    return None if source is None else GPT2Tokenizer(dict(source.vocabulary), list(source.merges))
+
+
+def _read(path, family, model_config, tokenizer, do_lower_case):
+    """A preset's `Checkpoint`: keras-hub loads the model, its weights are renamed."""
     import keras_hub
 
+    directory = directory_of(path)
     source = f"keras-nlp preset {directory!r}"
     config = _read_json(os.path.join(directory, "config.json"))
-    class_name = config.get("class_name")
-    if class_name not in SUPPORTED:
-        raise CheckpointError(
-            f"{source}: a {class_name}; tfplm converts keras-nlp {sorted(SUPPORTED)} presets"
-        )
-    if family is not None and SUPPORTED[class_name] != family:
-        raise CheckpointError(f"{source} is a {class_name}, not a {family} model")
-    family = SUPPORTED[class_name]
     num_classes = classifier_dropout = None
     task_file = os.path.join(directory, "task.json")
     if os.path.isfile(task_file):
@@ -165,16 +179,36 @@ def read(directory, family=None):
     else:
         model = keras_hub.models.Backbone.from_preset(directory, load_weights=True)
     tensors = {variable.path: variable.numpy() for variable in model.weights}
-    weights, sources, ignored = _name_map().apply(tensors, source)
+    weights, sources, ignored = NameMap(module_rules(_MODULES, _LEAVES)).apply(tensors, source)
     return Checkpoint(
         family=family,
-        config=_config(class_name, config["config"]),
+        config=model_config(config["config"]),
         weights=weights,
         sources=sources,
         ignored=ignored,
-        tokenizer=_tokenizer(directory, family),
+        tokenizer=tokenizer(directory, do_lower_case),
         num_classes=num_classes,
         classifier_dropout=classifier_dropout,
         source_format="keras_nlp",
         path=directory,
     )
+
+
+def read_bert(path, do_lower_case=None):
+    """Reads a keras-hub `BertBackbone` preset (or a BERT task's) into a `Checkpoint`.
+
+    Args:
+        path: a directory written by `save_to_preset`, or a file in it.
+        do_lower_case: overrides the preset tokenizer's casing.
+    """
+    return _read(path, "bert", _bert_config, _bert_tokenizer, do_lower_case)
+
+
+def read_gpt2(path, do_lower_case=None):
+    """Reads a keras-hub `GPT2Backbone` preset (or a GPT-2 task's) into a `Checkpoint`.
+
+    Args:
+        path: a directory written by `save_to_preset`, or a file in it.
+        do_lower_case: unused: byte-level BPE keeps case.
+    """
+    return _read(path, "gpt", _gpt2_config, _gpt2_tokenizer, do_lower_case)

@@ -10,6 +10,13 @@ floats, for regression) and the label names, ready for `tf.data`:
     train.save_label_names("/tmp/model/label_names.json")  # travels with the model
     dataset = train.to_dataset()  # ({"text": ...}, label_id) pairs
 
+Files without a header row take columns by 0-based number (negative numbers
+count from the end of the row), e.g. CoLA's raw files (`in_domain_train.tsv`
+etc.: four tab-separated columns and no header: source code, label 0/1, the
+original author's judgement (`*` or empty), sentence):
+
+    cola = read_labeled_examples("in_domain_train.tsv", FileLayout(text=3, label=1, header=False))
+
 Every row is checked. A bad row (wrong column count, malformed JSON, missing
 label, unknown label, empty text) raises `BadRowError` naming the file and
 line, unless `skip_bad_rows=True`, in which case it is skipped, counted by
@@ -70,7 +77,8 @@ class FileLayout:
     """Where the fields of a labelled text file are.
 
     Columns are named by header name (delimited files with a header), JSON key
-    (JSON Lines) or 0-based index (delimited files, with or without header).
+    (JSON Lines) or 0-based index (delimited files, with or without header;
+    negative indices count from the end of the row: -1 is the last column).
 
     Attributes:
         text: the column of the (first) text.
@@ -88,7 +96,8 @@ class FileLayout:
 
     Example:
         >>> pairs = FileLayout(text="premise", text_b="hypothesis", label="label")
-        >>> headerless = FileLayout(text=3, label=1, header=False, num_columns=4)  # CoLA
+        >>> cola = FileLayout(text=3, label=1, header=False, num_columns=4)  # CoLA's raw files
+        >>> last_column = FileLayout(text=-1, label=0, header=False)
     """
 
     text: str | int
@@ -307,14 +316,11 @@ def _delimited_rows(text, fmt, path, layout):
         io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",", quoting=quoting
     )
     columns = layout.columns()
-    header = None
     if layout.header:
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path} is empty; expected a header line")
-        indices = {}
-        for field, column in columns.items():
-            indices[field] = _column_index(column, header, path)
+        indices = {field: _column_index(column, header, path) for field, column in columns.items()}
         expected = len(header)
     else:
         for field, column in columns.items():
@@ -323,11 +329,15 @@ def _delimited_rows(text, fmt, path, layout):
                     f"{path} has no header (FileLayout(header=False)), so columns must be "
                     f"0-based indices; got {field}={column!r}"
                 )
-        indices = dict(columns)
         expected = layout.num_columns
-    needed = max(indices.values()) + 1
-    if expected is not None and needed > expected:
-        raise ValueError(f"{path}: layout reads column {needed - 1} but rows have {expected} columns")
+        indices = dict(columns)
+        if expected is not None:
+            for field, column in columns.items():
+                if not -expected <= column < expected:
+                    raise ValueError(f"{path}: layout reads column {column} but rows have {expected} columns")
+                indices[field] = column % expected
+    # Fields a row needs: the largest index + 1, or for an index from the end, its distance.
+    needed = max(i + 1 if i >= 0 else -i for i in indices.values())
     last_line = reader.line_num
     for row in reader:
         line, last_line = last_line + 1, reader.line_num
@@ -343,9 +353,9 @@ def _delimited_rows(text, fmt, path, layout):
 
 def _column_index(column, header, path):
     if isinstance(column, int):
-        if not 0 <= column < len(header):
+        if not -len(header) <= column < len(header):
             raise ValueError(f"{path}: column {column} does not exist; the header has {len(header)} columns")
-        return column
+        return column % len(header)
     if header.count(column) != 1:
         found = "is missing from" if column not in header else "appears twice in"
         raise ValueError(f"{path}: column {column!r} {found} the header {header}")

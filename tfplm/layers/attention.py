@@ -11,6 +11,23 @@ def default_initializer(stddev=0.02):
     return keras.initializers.TruncatedNormal(stddev=stddev)
 
 
+def clone_initializer(initializer):
+    """A copy of `initializer` for one weight.
+
+    A Keras 3 random initializer fixes its seed when it is created (a random
+    one when it is unseeded), so one instance shared by several weights gives
+    them the same values: query, key and value kernels would start equal, and
+    the position table would repeat the first rows of the token table. Each
+    weight therefore gets its own copy, as in keras-hub: an unseeded copy
+    draws a new seed (reproducible under `keras.utils.set_random_seed`). A
+    seeded copy keeps its seed, so weights of one shape would still start
+    equal: seed runs with `keras.utils.set_random_seed`, not the initializer.
+    """
+    if not isinstance(initializer, keras.initializers.Initializer):
+        return initializer
+    return initializer.__class__.from_config(initializer.get_config())
+
+
 @keras.saving.register_keras_serializable(package="tfplm")
 class MultiHeadAttention(keras.layers.Layer):
     """Scaled dot-product attention over `num_heads` heads (Vaswani et al., 2017).
@@ -34,7 +51,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Example:
     >>> attention = MultiHeadAttention(num_heads=2, head_size=8)
-    >>> attention(keras.ops.zeros((1, 4, 16))).shape
+    >>> tuple(attention(keras.ops.zeros((1, 4, 16))).shape)
     (1, 4, 16)
     """
 
@@ -54,7 +71,7 @@ class MultiHeadAttention(keras.layers.Layer):
         def projection(name, input_shape, units):
             layer = keras.layers.Dense(
                 units,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )
@@ -119,6 +136,23 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def compute_output_shape(self, query_shape, value_shape=None):
         return query_shape
+
+    def compute_output_spec(
+        self,
+        query,
+        value=None,
+        attention_mask=None,
+        cache=None,
+        cache_update_index=None,
+        training=None,
+    ):
+        # Not from compute_output_shape: with a self-attention cache the call
+        # also returns the updated cache, which shapes alone cannot tell from
+        # a cross-attention cache (cache_update_index may be a Python int).
+        output = keras.KerasTensor(query.shape, dtype=self.compute_dtype)
+        if cache is not None and cache_update_index is not None:
+            return output, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)
+        return output
 
     def get_config(self):
         config = super().get_config()

@@ -5,11 +5,29 @@ import math
 import keras
 from keras import ops
 
-from tfplm.layers.attention import default_initializer
+from tfplm.layers.attention import clone_initializer, default_initializer
 
 
 def sinusoidal_positions(length, width, start_index=0):
-    """The fixed sin/cos position encodings of Vaswani et al. (2017), [length, width]."""
+    """The fixed sin/cos position encodings of Vaswani et al. (2017), [length, width].
+
+    Column i < ceil(width/2) is sin(pos / 10000^(2i/width)) and column
+    ceil(width/2) + i is cos(pos / 10000^(2i/width)): the paper's (sin, cos)
+    pairs with all sines first (as Marian's sinusoidal embedding in Hugging
+    Face transformers), not interleaved as the paper writes them.
+
+    Args:
+        length: number of positions.
+        width: encoding size.
+        start_index: the first position (for cached decoding).
+
+    Returns:
+        float32 [length, width].
+
+    Example:
+    >>> keras.ops.convert_to_numpy(sinusoidal_positions(2, 4)).astype(float).round(3).tolist()
+    [[0.0, 0.0, 1.0, 1.0], [0.841, 0.01, 0.54, 1.0]]
+    """
     positions = ops.cast(ops.arange(length) + start_index, "float32")[:, None]
     timescales = ops.exp(
         ops.cast(ops.arange(0, width, 2), "float32") * (-math.log(10000.0) / width)
@@ -47,8 +65,10 @@ class TextEmbedding(keras.layers.Layer):
 
     Example:
     >>> embedding = TextEmbedding(vocab_size=100, hidden_size=16, max_length=32)
-    >>> embedding(keras.ops.ones((2, 5), "int32")).shape
+    >>> tuple(embedding(keras.ops.ones((2, 5), "int32")).shape)
     (2, 5, 16)
+    >>> tuple(embedding(keras.ops.zeros((2, 5, 16)), reverse=True).shape)  # tied logits
+    (2, 5, 100)
     """
 
     def __init__(
@@ -88,7 +108,7 @@ class TextEmbedding(keras.layers.Layer):
             layer = keras.layers.Embedding(
                 rows,
                 self.hidden_size,
-                embeddings_initializer=self.embeddings_initializer,
+                embeddings_initializer=clone_initializer(self.embeddings_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

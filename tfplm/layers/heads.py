@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tfplm.layers.attention import default_initializer
+from tfplm.layers.attention import clone_initializer, default_initializer
 from tfplm.layers.transformer import get_activation
 
 
@@ -26,6 +26,14 @@ class MaskedLMHead(keras.layers.Layer):
 
     Returns:
         logits [batch, predictions, vocab_size].
+
+    Example:
+    >>> from tfplm.layers import TextEmbedding
+    >>> embedding = TextEmbedding(vocab_size=100, hidden_size=16)
+    >>> head = MaskedLMHead(embedding)
+    >>> positions = keras.ops.convert_to_tensor([[1, 3]])
+    >>> tuple(head(keras.ops.zeros((1, 5, 16)), positions).shape)
+    (1, 2, 100)
     """
 
     def __init__(
@@ -45,11 +53,13 @@ class MaskedLMHead(keras.layers.Layer):
         )
 
     def build(self, sequence_output_shape, masked_positions_shape=None):
+        if not self.embedding.built:  # its token matrix is this head's output projection
+            self.embedding.build()
         hidden_size = sequence_output_shape[-1]
         self.transform = keras.layers.Dense(
             hidden_size,
             activation=get_activation(self.activation),
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="transform",
         )
@@ -94,6 +104,10 @@ class Pooler(keras.layers.Layer):
 
     Returns:
         [batch, hidden].
+
+    Example:
+    >>> tuple(Pooler()(keras.ops.zeros((2, 5, 16))).shape)
+    (2, 16)
     """
 
     def __init__(self, kernel_initializer=None, **kwargs):
@@ -106,7 +120,7 @@ class Pooler(keras.layers.Layer):
         self.dense = keras.layers.Dense(
             sequence_output_shape[-1],
             activation="tanh",
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="dense",
         )
@@ -135,6 +149,12 @@ class ClassificationHead(keras.layers.Layer):
     Args:
         num_classes: number of classes (1 for regression).
         dropout: dropout rate before the projection.
+        kernel_initializer: initializer of the projection kernel.
+
+    Example:
+    >>> logits = ClassificationHead(num_classes=3)(keras.ops.zeros((2, 16)))
+    >>> tuple(logits.shape), str(logits.dtype)
+    ((2, 3), "<dtype: 'float32'>")
     """
 
     def __init__(self, num_classes, dropout=0.0, kernel_initializer=None, **kwargs):
@@ -149,7 +169,7 @@ class ClassificationHead(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.dense = keras.layers.Dense(
             self.num_classes,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype="float32",
             name="logits",
         )
@@ -161,6 +181,10 @@ class ClassificationHead(keras.layers.Layer):
 
     def compute_output_shape(self, pooled_shape):
         return (pooled_shape[0], self.num_classes)
+
+    def compute_output_spec(self, pooled, training=None):
+        # float32 logits, whatever the policy (Keras would assume compute_dtype).
+        return keras.KerasTensor(self.compute_output_shape(pooled.shape), dtype="float32")
 
     def get_config(self):
         config = super().get_config()
@@ -176,12 +200,26 @@ class ClassificationHead(keras.layers.Layer):
 class SpanHead(keras.layers.Layer):
     """Start/end logits over the sequence, for extractive QA (SQuAD-style spans).
 
+    One dense layer with two outputs scores every token as the answer's start
+    and as its end (BERT's SQuAD head); float32 even under mixed precision.
+
+    Args:
+        kernel_initializer: initializer of the [hidden, 2] kernel.
+
     Call args:
         sequence_output: [batch, length, hidden].
-        padding_mask: optional [batch, length]; padding gets a -1e9 logit.
+        padding_mask: optional [batch, length], 1 where an answer may start or
+            end; elsewhere (padding, or the question) the logit is -1e9, so
+            its softmax probability is 0.
 
     Returns:
         (start_logits, end_logits), each float32 [batch, length].
+
+    Example:
+    >>> start, end = SpanHead()(keras.ops.zeros((2, 5, 16)),
+    ...                         padding_mask=keras.ops.convert_to_tensor([[1, 1, 1, 0, 0]] * 2))
+    >>> tuple(start.shape), float(end[0, 4])
+    ((2, 5), -1000000000.0)
     """
 
     def __init__(self, kernel_initializer=None, **kwargs):
@@ -192,7 +230,10 @@ class SpanHead(keras.layers.Layer):
 
     def build(self, sequence_output_shape, padding_mask_shape=None):
         self.dense = keras.layers.Dense(
-            2, kernel_initializer=self.kernel_initializer, dtype="float32", name="span_logits"
+            2,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype="float32",
+            name="span_logits",
         )
         self.dense.build(sequence_output_shape)
         self.built = True
@@ -206,6 +247,11 @@ class SpanHead(keras.layers.Layer):
     def compute_output_shape(self, sequence_output_shape, padding_mask_shape=None):
         shape = tuple(sequence_output_shape[:2])
         return shape, shape
+
+    def compute_output_spec(self, sequence_output, padding_mask=None):
+        # float32 logits, whatever the policy (Keras would assume compute_dtype).
+        shape = tuple(sequence_output.shape[:2])
+        return keras.KerasTensor(shape, dtype="float32"), keras.KerasTensor(shape, dtype="float32")
 
     def get_config(self):
         config = super().get_config()

@@ -14,6 +14,10 @@ def padding_attention_mask(padding_mask):
 
     Returns:
         bool [batch, 1, key_length].
+
+    Example:
+    >>> ops.convert_to_numpy(padding_attention_mask([[1, 1, 0]])).tolist()
+    [[[True, True, False]]]
     """
     return ops.cast(padding_mask, "bool")[:, None, :]
 
@@ -23,6 +27,10 @@ def causal_attention_mask(query_length, key_length, query_offset=0):
 
     Returns:
         bool [1, query_length, key_length], broadcastable over the batch.
+
+    Example:
+    >>> ops.convert_to_numpy(causal_attention_mask(2, 3, query_offset=1)).astype(int).tolist()
+    [[[1, 1, 0], [1, 1, 1]]]
     """
     query_positions = ops.arange(query_length) + query_offset
     key_positions = ops.arange(key_length)

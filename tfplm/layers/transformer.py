@@ -9,7 +9,7 @@ Both blocks support post-LN (BERT, Vaswani et al.) and pre-LN (GPT-2):
 import keras
 from keras import ops
 
-from tfplm.layers.attention import MultiHeadAttention, default_initializer
+from tfplm.layers.attention import MultiHeadAttention, clone_initializer, default_initializer
 from tfplm.layers.masks import causal_attention_mask, padding_attention_mask
 
 
@@ -39,6 +39,11 @@ class FeedForward(keras.layers.Layer):
         intermediate_size: width of the hidden layer (4 × hidden in BERT/GPT).
         activation: "gelu", "gelu_approximate" or "relu".
         kernel_initializer: initializer of both kernels.
+
+    Example:
+    >>> feed_forward = FeedForward(intermediate_size=64)
+    >>> tuple(feed_forward(keras.ops.zeros((1, 4, 16))).shape)
+    (1, 4, 16)
     """
 
     def __init__(self, intermediate_size, activation="gelu", kernel_initializer=None, **kwargs):
@@ -53,14 +58,14 @@ class FeedForward(keras.layers.Layer):
         self.intermediate_dense = keras.layers.Dense(
             self.intermediate_size,
             activation=get_activation(self.activation),
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="intermediate",
         )
         self.intermediate_dense.build(input_shape)
         self.output_dense = keras.layers.Dense(
             input_shape[-1],
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="output",
         )
@@ -184,7 +189,7 @@ class TransformerEncoderBlock(_TransformerBlock):
 
     Example:
     >>> block = TransformerEncoderBlock(num_heads=2, intermediate_size=32)
-    >>> block(keras.ops.zeros((1, 4, 16))).shape
+    >>> tuple(block(keras.ops.zeros((1, 4, 16))).shape)
     (1, 4, 16)
     """
 
@@ -218,8 +223,9 @@ class TransformerDecoderBlock(_TransformerBlock):
 
     Call args:
         x: [batch, length, hidden].
-        padding_mask: optional [batch, length], 1 for real tokens. The block
-            adds the causal mask itself.
+        padding_mask: optional [batch, key_length], 1 for real tokens: over
+            `x`, or with a self-attention cache over the cache's positions.
+            The block adds the causal mask itself.
         encoder_output: the encoder's sequence output, with cross-attention.
         encoder_padding_mask: optional [batch, encoder_length].
         self_attention_cache, cache_update_index: for incremental decoding
@@ -227,6 +233,16 @@ class TransformerDecoderBlock(_TransformerBlock):
             then returns (x, updated_self_attention_cache).
         cross_attention_cache: precomputed encoder keys/values (see
             `MultiHeadAttention.compute_cross_attention_cache`).
+
+    Example:
+    >>> block = TransformerDecoderBlock(num_heads=2, intermediate_size=32)
+    >>> x = keras.ops.zeros((1, 4, 16))
+    >>> tuple(block(x).shape)
+    (1, 4, 16)
+    >>> cache = keras.ops.zeros((1, 2, 8, 2, 8))  # [batch, 2, max_length, heads, head_size]
+    >>> y, cache = block(x[:, :1], self_attention_cache=cache, cache_update_index=0)
+    >>> tuple(y.shape), tuple(cache.shape)
+    ((1, 1, 16), (1, 2, 8, 2, 8))
     """
 
     def __init__(self, *args, cross_attention=False, **kwargs):
@@ -304,6 +320,23 @@ class TransformerDecoderBlock(_TransformerBlock):
 
     def compute_output_shape(self, x_shape, encoder_output_shape=None):
         return x_shape
+
+    def compute_output_spec(
+        self,
+        x,
+        padding_mask=None,
+        encoder_output=None,
+        encoder_padding_mask=None,
+        self_attention_cache=None,
+        cache_update_index=None,
+        cross_attention_cache=None,
+        training=None,
+    ):
+        # With a self-attention cache the call also returns the updated cache.
+        output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        if self_attention_cache is not None:
+            return output, keras.KerasTensor(self_attention_cache.shape, dtype=self.compute_dtype)
+        return output
 
     def get_config(self):
         config = super().get_config()

@@ -4,20 +4,20 @@ from tfplm.tokenizers.subword import GPT2Tokenizer, SentencePieceTokenizer
 from tfplm.tokenizers.vocab import build_wordpiece_vocab, train_sentencepiece
 from tfplm.tokenizers.wordpiece import (
     SPECIAL_TOKENS,
-    BertPacker,
     BertPreprocessor,
     WordPieceTokenizer,
+    pack_segments,
     read_vocabulary,
 )
 
 __all__ = [
     "SPECIAL_TOKENS",
-    "BertPacker",
     "BertPreprocessor",
     "GPT2Tokenizer",
     "SentencePieceTokenizer",
     "WordPieceTokenizer",
     "build_wordpiece_vocab",
+    "pack_segments",
     "read_vocabulary",
     "train_sentencepiece",
 ]

@@ -1,31 +1,88 @@
 """GPT-2's byte-level BPE and SentencePiece, as keras-nlp tokenizers with tfplm's API.
 
-Both always run keras-nlp's TensorFlow implementation (never its pure-Python
-one), so eager calls, tf.data pipelines and exported graphs tokenize alike.
+`tokenize`/`detokenize` always run keras-nlp's TensorFlow implementation
+(never its pure-Python one) and return `tf.RaggedTensor` / `tf.Tensor`, so
+eager calls, tf.data pipelines and exported graphs tokenize alike.
 """
 
+import base64
 import json
 import os
 
 import keras
 import keras_nlp
-# keras-nlp turns eager outputs into Python lists unless inside this scope; we
-# return tf.RaggedTensor / tf.Tensor everywhere, like WordPieceTokenizer.
-from keras_hub.src.utils.tensor_utils import no_convert_scope
+import tensorflow as tf
 
 END_OF_TEXT = "<|endoftext|>"
+
+
+def _as_tensor(inputs):
+    """Python/NumPy inputs as one tf.Tensor or tf.RaggedTensor (a tf.function
+    would otherwise trace once per distinct Python value)."""
+    if isinstance(inputs, (tf.Tensor, tf.RaggedTensor)):
+        return inputs
+    try:
+        return tf.convert_to_tensor(inputs)
+    except ValueError:  # ragged nested lists
+        return tf.ragged.constant(inputs)
+
+
+def _relaxed_spec(x):
+    """x's spec with every dimension unknown but its rank kept: one trace per
+    kind of input (rank, dtype, ragged or dense), not per batch size or length."""
+    shape = [None] * x.shape.rank
+    if isinstance(x, tf.RaggedTensor):
+        return tf.RaggedTensorSpec(shape, x.dtype, x.ragged_rank, x.row_splits.dtype)
+    return tf.TensorSpec(shape, x.dtype)
+
+
+class _GraphFunctions:
+    """A tokenizer's keras-nlp `tokenize`/`detokenize`, traced as tf.functions.
+
+    keras-nlp hands eager callers Python lists (ragged ids, strings) but leaves
+    tensors as they are inside a trace, where it also always takes its
+    TensorFlow path. A plain object, not a trackable: a tf.function attribute
+    of the layer itself would be written into every SavedModel holding it.
+    """
+
+    def __init__(self, tokenizer):
+        self._parent = super(_TensorOutputs, tokenizer)
+        self._functions = {}
+
+    def __call__(self, method, inputs):
+        spec = _relaxed_spec(inputs)
+        key = (method, spec)
+        if key not in self._functions:
+            self._functions[key] = tf.function(
+                getattr(self._parent, method), input_signature=[spec]
+            )
+        return self._functions[key](inputs)
 
 
 class _TensorOutputs:
     """Mixin: `tokenize`/`detokenize` return TensorFlow tensors, also eagerly."""
 
+    def _graph_functions(self):
+        # Set through __dict__: Keras need not track it (nothing to save).
+        functions = self.__dict__.get("_tfplm_graph_functions")
+        if functions is None:
+            functions = _GraphFunctions(self)
+            self.__dict__["_tfplm_graph_functions"] = functions
+        return functions
+
+    def _forget_graph_functions(self):
+        """Their traces captured the old vocabulary's lookup tables."""
+        self.__dict__.pop("_tfplm_graph_functions", None)
+
     def tokenize(self, inputs):
-        with no_convert_scope():
-            return super().tokenize(inputs)
+        if tf.executing_eagerly():
+            return self._graph_functions()("tokenize", _as_tensor(inputs))
+        return super().tokenize(inputs)
 
     def detokenize(self, inputs):
-        with no_convert_scope():
-            return super().detokenize(inputs)
+        if tf.executing_eagerly():
+            return self._graph_functions()("detokenize", _as_tensor(inputs))
+        return super().detokenize(inputs)
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
@@ -46,10 +103,10 @@ class GPT2Tokenizer(_TensorOutputs, keras_nlp.tokenizers.BytePairTokenizer):
 
     def __init__(self, vocabulary=None, merges=None, **kwargs):
         kwargs.setdefault("unsplittable_tokens", [END_OF_TEXT])
-        kwargs["_allow_python_workflow"] = False
         super().__init__(vocabulary=vocabulary, merges=merges, **kwargs)
 
     def set_vocabulary_and_merges(self, vocabulary, merges):
+        self._forget_graph_functions()
         super().set_vocabulary_and_merges(vocabulary, merges)
         if vocabulary is not None and END_OF_TEXT not in self.get_vocabulary():
             raise ValueError(f"the GPT-2 vocabulary must contain {END_OF_TEXT!r}")
@@ -70,6 +127,13 @@ class GPT2Tokenizer(_TensorOutputs, keras_nlp.tokenizers.BytePairTokenizer):
             f.write("\n".join(self.merges) + "\n")
         return [vocab_path, merges_path]
 
+    def get_config(self):
+        # The vocabulary and merges are in the config, not only in a `.keras`
+        # file's assets: a model's config alone rebuilds its tokenizer.
+        config = super().get_config()
+        config.update(vocabulary=self.vocabulary, merges=self.merges)
+        return config
+
 
 @keras.saving.register_keras_serializable(package="tfplm")
 class SentencePieceTokenizer(_TensorOutputs, keras_nlp.tokenizers.SentencePieceTokenizer):
@@ -79,9 +143,9 @@ class SentencePieceTokenizer(_TensorOutputs, keras_nlp.tokenizers.SentencePieceT
         proto: path of a `.model` file or its serialized bytes.
     """
 
-    def __init__(self, proto=None, **kwargs):
-        kwargs["_allow_python_workflow"] = False
-        super().__init__(proto=proto, **kwargs)
+    def set_proto(self, proto):
+        self._forget_graph_functions()
+        super().set_proto(proto)
 
     @property
     def end_token_id(self):
@@ -98,3 +162,15 @@ class SentencePieceTokenizer(_TensorOutputs, keras_nlp.tokenizers.SentencePieceT
         with open(path, "wb") as f:
             f.write(self.proto)
         return [path]
+
+    def get_config(self):
+        # The model proto is in the config (base64), not only in a `.keras`
+        # file's asset: a model's config alone rebuilds its tokenizer.
+        config = super().get_config()
+        config["proto"] = None if self.proto is None else base64.b64encode(self.proto).decode("ascii")
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        proto = config.get("proto")
+        return super().from_config({**config, "proto": None if proto is None else base64.b64decode(proto)})

@@ -200,7 +200,9 @@ class WordPieceTokenizer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(lowercase=self.lowercase, vocabulary=None)  # the vocab travels as an asset
+        # The tokens are in the config, not only in a `.keras` file's vocab.txt
+        # asset: a model's config alone rebuilds its preprocessing (from_config).
+        config.update(lowercase=self.lowercase, vocabulary=self._vocabulary)
         return config
 
 
@@ -236,55 +238,14 @@ def pack_segments(segments, seq_length, cls_token_id, sep_token_id, pad_token_id
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
-class BertPacker(keras.layers.Layer):
-    """Packs one or two token-id segments as `[CLS] A [SEP] (B [SEP])`.
-
-    Long inputs are trimmed round-robin (one token from each segment in turn)
-    to fit `seq_length`, then padded.
-
-    Args:
-        seq_length: length of every output row.
-        cls_token_id, sep_token_id, pad_token_id: the special ids.
-
-    Call args:
-        segments: an int RaggedTensor [batch, None], or a list/tuple of one or two.
-
-    Returns:
-        dict of int32 [batch, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
-    """
-
-    def __init__(self, seq_length, cls_token_id, sep_token_id, pad_token_id=0, **kwargs):
-        kwargs.setdefault("dtype", "int32")
-        kwargs["trainable"] = False
-        super().__init__(**kwargs)
-        self.seq_length = seq_length
-        self.cls_token_id = cls_token_id
-        self.sep_token_id = sep_token_id
-        self.pad_token_id = pad_token_id
-
-    def call(self, segments):
-        return pack_segments(
-            segments, self.seq_length, self.cls_token_id, self.sep_token_id, self.pad_token_id
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            seq_length=self.seq_length,
-            cls_token_id=self.cls_token_id,
-            sep_token_id=self.sep_token_id,
-            pad_token_id=self.pad_token_id,
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="tfplm")
 class BertPreprocessor(keras.layers.Layer):
     """Raw text (or text pairs) → BERT's encoder inputs: tokenize, then pack.
 
     Args:
         tokenizer: a `WordPieceTokenizer`.
         seq_length: length of the packed rows.
+        pair: the model reads sentence pairs (its exports take `text` and
+            `text_b`); calls may still pass one or two segments.
 
     Call args:
         text: tf.string [batch], or a tuple (text_a, text_b) for pair tasks.
@@ -293,12 +254,13 @@ class BertPreprocessor(keras.layers.Layer):
         dict of int32 [batch, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
     """
 
-    def __init__(self, tokenizer, seq_length=128, **kwargs):
+    def __init__(self, tokenizer, seq_length=128, pair=False, **kwargs):
         kwargs.setdefault("dtype", "int32")
         kwargs["trainable"] = False
         super().__init__(**kwargs)
         self.tokenizer = tokenizer
         self.seq_length = seq_length
+        self.pair = pair
 
     def build(self, text_shape=None):
         self.built = True  # stateless: the tokenizer holds the vocabulary
@@ -321,7 +283,9 @@ class BertPreprocessor(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            tokenizer=keras.saving.serialize_keras_object(self.tokenizer), seq_length=self.seq_length
+            tokenizer=keras.saving.serialize_keras_object(self.tokenizer),
+            seq_length=self.seq_length,
+            pair=self.pair,
         )
         return config
 

@@ -40,12 +40,22 @@ class OptimizerConfig:
 
 @keras.saving.register_keras_serializable(package="tfplm")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak` over `warmup_steps`, then `decay(step - warmup)`."""
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then `decay(step - warmup)`.
 
-    def __init__(self, peak, warmup_steps, decay):
+    Args:
+        peak: the learning rate at the end of warmup.
+        warmup_steps: steps of linear warmup.
+        decay: a schedule of the steps after warmup.
+        total_steps: the optimizer steps this schedule is made for, or None.
+            When set, a zoo model's `fit` checks that it runs that many steps
+            (`ScheduleCheck`).
+    """
+
+    def __init__(self, peak, warmup_steps, decay, total_steps=None):
         self.peak = peak
         self.warmup_steps = warmup_steps
         self.decay = decay
+        self.total_steps = total_steps
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -58,6 +68,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "peak": self.peak,
             "warmup_steps": self.warmup_steps,
             "decay": keras.optimizers.schedules.serialize(self.decay),
+            "total_steps": self.total_steps,
         }
 
     @classmethod
@@ -87,7 +98,61 @@ def learning_rate_schedule(config, total_steps):
         raise ValueError(
             f"optimizer.decay={config.decay!r}; expected 'linear', 'polynomial' or 'constant'"
         )
-    return WarmupSchedule(config.learning_rate, warmup, decay)
+    return WarmupSchedule(config.learning_rate, warmup, decay, total_steps=total_steps)
+
+
+def schedule_steps(optimizer):
+    """The steps `optimizer`'s learning-rate schedule is made for (see
+    `WarmupSchedule.total_steps`), or None when it does not say."""
+    # Keras 3 keeps the schedule itself only in this attribute; the public
+    # `learning_rate` is its current value.
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return getattr(schedule, "total_steps", None) if isinstance(schedule, WarmupSchedule) else None
+
+
+class ScheduleCheck(keras.callbacks.Callback):
+    """Stops a `fit` whose steps disagree with the learning-rate schedule.
+
+    A schedule made for S steps (`build_optimizer(config, S)`) warms up and
+    decays over exactly S steps. `fit(epochs=E)` with P steps per epoch runs
+    E x P (counting epochs before `initial_epoch` as run); if that is not S,
+    training would end with the learning rate still high or spend its last
+    steps at the final one. The check happens when training begins or, when
+    Keras cannot count the steps of an epoch in advance (a dataset of unknown
+    length without `steps_per_epoch`), at the end of the first epoch, from
+    the optimizer's step counter (Keras 3.15 advances it once more than there
+    are batches in such an epoch, on the call that finds the data's end).
+    Zoo models add this callback to every `fit`; optimizers without a
+    `WarmupSchedule.total_steps` are not checked.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = None
+        self.start = 0
+
+    def on_train_begin(self, logs=None):
+        self.total = schedule_steps(self.model.optimizer)
+        self.start = int(self.model.optimizer.iterations.numpy())
+        if self.total and self.params.get("steps"):
+            self._check(self.params["steps"], "")
+            self.total = None  # checked
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.total:
+            self._check(int(self.model.optimizer.iterations.numpy()) - self.start, ", counted in the first epoch")
+            self.total = None
+
+    def _check(self, steps_per_epoch, how):
+        epochs = self.params.get("epochs", 1)
+        steps = epochs * steps_per_epoch
+        if steps != self.total:
+            raise ValueError(
+                f"fit runs {steps} optimizer steps ({epochs} epochs x {steps_per_epoch} steps{how}) but the "
+                f"learning-rate schedule was made for {self.total}; compile for the steps fit runs, e.g. "
+                f"task.compile(model, steps={steps}) or build_optimizer(config, total_steps={steps}), "
+                f"or fit for {self.total} steps"
+            )
 
 
 class _ClipsTheSummedGradient:

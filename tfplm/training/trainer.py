@@ -5,21 +5,31 @@ Checkpoints go through `tf.train.CheckpointManager` (keeping the last N) every
 one — weights, optimizer slots and step counter, hence the learning-rate
 position — and continues where it stopped. Checkpoint writes are atomic, so a
 preempted job resumes from its last complete checkpoint.
+
+Progress: Keras's progress bar by default (a notebook's view), or with
+`progress="lines"` (the binaries') a line every `trainer.log_every_steps`
+steps and one per loop.
 """
 
 import json
 import math
 import os
+import sys
 import time
 
 import keras
 import tensorflow as tf
+import yaml
 from absl import logging
 
 from tfplm import config as config_lib
+from tfplm import console, publish
 from tfplm.training.distribute import MultiWorkerMirroredStrategy, make_strategy, set_precision
 
 MODES = ("train", "eval", "train_and_eval", "predict")
+CONFIG_FILE = "config.yaml"  # the run's `ExperimentConfig`; names its experiment
+PROGRESS = ("bar", "lines", None)
+BEST_DIR = "best"  # where tasks keep their best model (`tfplm.tasks.base.SaveBest`)
 
 
 def _is_chief(strategy):
@@ -66,6 +76,62 @@ class TrainingLogger(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=step)
 
 
+def _say(text):
+    print(text, file=sys.stdout, flush=True)
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """Progress as plain lines (what the binaries print): every `every` steps
+    and at the end of each loop, the step, the loss and metrics averaged over
+    the loop so far and the examples/s since the previous line; after each
+    loop's validation, its metrics.
+
+    Values are only read from the device when a line is printed, so the steps
+    between lines run without waiting for them.
+    """
+
+    def __init__(self, every, steps_per_loop, train_steps, global_batch_size):
+        super().__init__()
+        self.every = every
+        self.steps_per_loop = steps_per_loop
+        self.train_steps = train_steps
+        self.global_batch_size = global_batch_size
+
+    def _mark(self, step):
+        self._last_step, self._last_time = step, time.perf_counter()
+
+    def _line(self, step, logs, now=None):
+        scalars = {name: float(keras.ops.convert_to_numpy(value)) for name, value in logs.items()}
+        elapsed = (now or time.perf_counter()) - self._last_time
+        rate = (step - self._last_step) * self.global_batch_size / max(elapsed, 1e-9)
+        _say(f"step {step}/{self.train_steps}  {console.format_scalars(scalars)}  {rate:.1f} examples/s")
+        self._mark(step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._training_ended = None
+        self._mark(epoch * self.steps_per_loop)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch * self.steps_per_loop + batch + 1
+        self._step = step
+        if self.every and logs and step // self.every != self._last_step // self.every:
+            self._line(step, logs)
+
+    def on_test_begin(self, logs=None):
+        # The loop's validation starts: its time is not training throughput.
+        self._training_ended = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = getattr(self, "_step", self._last_step)
+        if step != self._last_step:
+            self._line(step, {k: v for k, v in logs.items() if not k.startswith("val_")}, self._training_ended)
+        validation = {k[len("val_") :]: v for k, v in logs.items() if k.startswith("val_")}
+        if validation:
+            _say(f"step {step}/{self.train_steps}  validation: {console.format_scalars(validation)}")
+
+
 def _restore(checkpoint, directory, model, strategy):
     """Restores the latest checkpoint in `directory`, if any; returns its step (0 if none)."""
     # Under a multi-worker strategy creating variables (optimizer slots, the
@@ -100,23 +166,39 @@ def _check_workers_agree(strategy, checkpoint_step):
         )
 
 
-def run_experiment(task, mode, model_dir, strategy=None):
+def run_experiment(task, mode, model_dir, strategy=None, progress="bar"):
     """Trains and/or evaluates `task`, writing everything under `model_dir`.
 
     Args:
         task: a `tfplm.tasks.Task` whose `config` is an `ExperimentConfig`.
         mode: "train", "eval", "train_and_eval" (validating every loop) or
-            "predict" (the task writes predictions for its test data).
-        model_dir: checkpoints, TensorBoard logs, train_log.jsonl, config.yaml,
-            eval_results.json, predictions.
+            "predict" (the task writes predictions for its test data with the
+            model `load_trained` finds).
+        model_dir: checkpoints, TensorBoard logs, train_log.jsonl, config.yaml
+            (written when training), eval_results.json, predictions.
         strategy: a tf.distribute strategy; default: the one the config names.
+        progress: "bar" (Keras's progress bars, as `fit(verbose=1)`), "lines"
+            (a line every `trainer.log_every_steps` steps, one per loop and
+            the evaluation's results) or None (silent).
 
     Returns:
         {"step", "metrics", "data"} for the eval modes, {"files"} for predict,
-        {} for train.
+        {"step"} for train.
+
+    Example:
+    >>> task = tfplm.tasks.get("glue/sst2", overrides="task.glue_dir=glue,task.vocab_file=vocab.txt")  # doctest: +SKIP
+    >>> run_experiment(task, "train_and_eval", "runs/sst2")["metrics"]["accuracy"]  # doctest: +SKIP
+    0.81
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; expected one of {', '.join(MODES)}")
+    if progress not in PROGRESS:
+        raise ValueError(f"progress={progress!r}; expected one of {PROGRESS}")
+    if mode == "predict":
+        files = task.predict(load_trained(task, model_dir), model_dir)
+        if progress == "lines":
+            _say("predictions: " + ", ".join(files))
+        return {"files": files}
     config = task.config
     set_precision(config.runtime.mixed_precision)
     if config.runtime.seed is not None:
@@ -135,8 +217,10 @@ def run_experiment(task, mode, model_dir, strategy=None):
     # counts, and every worker resumes from it.
     write_dir = model_dir if chief else os.path.join(model_dir, f"worker_{strategy.cluster_resolver.task_id}")
     os.makedirs(write_dir, exist_ok=True)
-    if chief:
-        config_lib.save_yaml(config, os.path.join(model_dir, "config.yaml"))
+    if chief and (mode != "eval" or not os.path.exists(os.path.join(model_dir, CONFIG_FILE))):
+        # An evaluation keeps the training run's config.
+        # Atomically: other workers and later commands read it back.
+        publish.write_text(os.path.join(model_dir, CONFIG_FILE), yaml.safe_dump(config_lib.to_dict(config), sort_keys=False))
 
     with strategy.scope():
         model = task.build_model()
@@ -154,8 +238,11 @@ def run_experiment(task, mode, model_dir, strategy=None):
         train_steps = task.train_steps()
         steps_per_loop = min(task.steps_per_loop(), train_steps)
         epochs = math.ceil(train_steps / steps_per_loop)
+        batch_size = task.global_batch_size("train")
         if step >= train_steps:
             logging.info("already trained %d of %d steps", step, train_steps)
+            if progress == "lines":
+                _say(f"already trained {step} of {train_steps} steps in {model_dir}")
         else:
             dataset = strategy.distribute_datasets_from_function(
                 lambda context: task.build_inputs("train", context).repeat()
@@ -165,7 +252,15 @@ def run_experiment(task, mode, model_dir, strategy=None):
                 validation = strategy.distribute_datasets_from_function(
                     lambda context: task.build_inputs("validation", context)
                 )
-            logger = TrainingLogger(manager, write_dir, task.global_batch_size("train"), steps_per_loop)
+            callbacks = [TrainingLogger(manager, write_dir, batch_size, steps_per_loop)]
+            if progress == "lines":
+                every = config.trainer.log_every_steps
+                callbacks.append(ProgressLines(every, steps_per_loop, train_steps, batch_size))
+                start = f"from step {step} " if step else ""
+                _say(
+                    f"training {start}to step {train_steps} (batch {batch_size}, {steps_per_loop} steps per loop) "
+                    f"in {model_dir}"
+                )
             model.fit(
                 dataset,
                 epochs=epochs,
@@ -173,23 +268,26 @@ def run_experiment(task, mode, model_dir, strategy=None):
                 steps_per_epoch=steps_per_loop,
                 validation_data=validation,
                 validation_steps=config.trainer.eval_steps or None,
-                callbacks=[logger, *task.build_callbacks(write_dir)],
-                verbose=0,
+                shuffle=False,  # the task's input pipeline shuffles; a tf.data.Dataset ignores it
+                callbacks=[*callbacks, *task.build_callbacks(write_dir)],
+                verbose=1 if progress == "bar" else 0,
             )
+        results = {"step": int(model.optimizer.iterations.numpy())}
     if mode in ("eval", "train_and_eval"):
-        results = evaluate(task, model, strategy, write_dir)
-    if mode == "predict":
-        results = {"files": task.predict(model, write_dir)}
+        results = evaluate(task, model, strategy, write_dir, progress)
     return results
 
 
-def evaluate(task, model, strategy, model_dir):
-    """Evaluates on the "validation" split; writes eval_results.json."""
+def evaluate(task, model, strategy, model_dir, progress=None):
+    """Evaluates on the "validation" split; writes eval_results.json.
+
+    `progress`: "bar" shows Keras's progress bar, "lines" prints the results.
+    """
     dataset = strategy.distribute_datasets_from_function(
         lambda context: task.build_inputs("validation", context)
     )
     steps = task.config.trainer.eval_steps or None
-    metrics = model.evaluate(dataset, steps=steps, return_dict=True, verbose=0)
+    metrics = model.evaluate(dataset, steps=steps, return_dict=True, verbose=1 if progress == "bar" else 0)
     results = {
         "step": int(model.optimizer.iterations.numpy()),
         "metrics": {k: float(v) for k, v in metrics.items()},
@@ -198,24 +296,28 @@ def evaluate(task, model, strategy, model_dir):
     with open(os.path.join(model_dir, "eval_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     logging.info("eval at step %d: %s", results["step"], results["metrics"])
+    if progress == "lines":
+        _say(f"evaluation at step {results['step']}: {console.format_scalars(results['metrics'])}")
     return results
 
 
 def load_trained(task, model_dir):
-    """The task's model with the weights a run left in `model_dir`.
+    """The model a run left in `model_dir`, with its preprocessing.
 
-    The weights kept as best by the task's main metric (`best.weights.h5`) if
-    there are any, else the latest checkpoint.
+    The model kept as best by the task's main metric (`model_dir/best`, in
+    tfplm's pretrained format) if there is one, else the task's model with the
+    latest checkpoint's weights.
     """
-    model = task.build_model()
-    best = os.path.join(model_dir, "best.weights.h5")
-    if os.path.exists(best):
-        model.load_weights(best)
-        logging.info("loaded the best weights %s", best)
-        return model
+    from tfplm.models import from_pretrained  # the core does not import the zoo at module level
+
+    best = os.path.join(model_dir, BEST_DIR)
+    if os.path.isdir(best):
+        logging.info("loading the best model %s", best)
+        return from_pretrained(best)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if latest is None:
-        raise ValueError(f"{model_dir!r} has no best.weights.h5 and no checkpoints/; train there first (tools/train.py)")
+        raise ValueError(f"{model_dir!r} has no best/ and no checkpoints/; train there first (tools/train.py)")
+    model = task.build_model()
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     logging.info("restored %s", latest)
     return model

@@ -1,10 +1,12 @@
-"""`glue/<task>` fine-tuning, and bring-your-own text classification / regression.
+"""Sentence (pair) classification and regression: `glue/<task>` and `text/classification`.
 
 Examples come from GLUE's TSV folder (`task.glue_dir`), from TensorFlow Datasets
 (`task.tfds_data_dir`), or from your own TSV/CSV/JSONL files (`task.train_file`
-etc. with named columns). They are tokenized in the tf.data pipeline by the
-model's own preprocessor and batched by length (buckets of 16/32/64/.../
-seq_length tokens), so short sentences do not pay for `seq_length`.
+etc., columns by name or number). They are tokenized in the tf.data pipeline by
+the task's `BertPreprocessor` (`tfplm.data.pipeline.text_dataset`) and batched
+by length. The model is a `BertClassifier` that carries that preprocessor and
+the label names; its serving head (`ClassifierHead`) takes raw text and returns
+probabilities and labels (or a score).
 
     task = tfplm.tasks.get("glue/sst2", overrides="task.glue_dir=...,task.init_checkpoint=...")
     model = task.build_model()
@@ -13,24 +15,23 @@ seq_length tokens), so short sentences do not pay for `seq_length`.
 """
 
 import dataclasses
-import json
 import math
 import os
+
+import functools
 
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_text as tf_text
 from absl import logging
 
 from tfplm import metrics as metrics_lib
-from tfplm.data import text_files
-from tfplm.models import BertClassifier, BertEncoder
-from tfplm.tasks import base, glue_data
-from tfplm.tokenizers import WordPieceTokenizer
+from tfplm.data import glue as glue_data
+from tfplm.data import pipeline, text_files
+from tfplm.models import BertClassifier, BertEncoder, pretrained
+from tfplm.tasks import base, serving
+from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 from tfplm.training.optimization import OptimizerConfig
-
-LABELS_FILE = "label_names.json"
 
 
 @dataclasses.dataclass
@@ -43,6 +44,12 @@ class GlueConfig:
     train_file, validation_file, test_file: your own TSV/CSV/JSONL files
         (task_name="custom"), with `text_column`, `text_b_column` (pairs),
         `label_column`, `id_column` (test files) and `regression`.
+        Columns are header names (JSON keys) or 0-based numbers (negative:
+        from the end of the row); "" = none.
+    has_header: whether the TSV/CSV files start with a row of column names;
+        null (default): they do unless every column is given by number. E.g.
+        CoLA's raw files (source, label, original label, sentence; no header):
+        `task.text_column=3,task.label_column=1`.
     init_checkpoint: pretrained weights: any directory `from_pretrained` reads
         (tfplm, Hugging Face, Google BERT, keras-nlp). Empty: a random
         `preset` encoder with `vocab_file`.
@@ -63,10 +70,11 @@ class GlueConfig:
     train_file: str = ""
     validation_file: str = ""
     test_file: str = ""
-    text_column: str = "text"
-    text_b_column: str = ""
-    label_column: str = "label"
-    id_column: str = ""
+    text_column: str | int = "text"
+    text_b_column: str | int = ""
+    label_column: str | int = "label"
+    id_column: str | int = ""
+    has_header: bool | None = None
     regression: bool = False
     init_checkpoint: str = ""
     preset: str = "bert_tiny"
@@ -81,22 +89,12 @@ class GlueConfig:
     early_stopping_patience: int = 0
 
 
-def _length_buckets(seq_length):
-    """Bucket boundaries 16, 32, 64, ... below seq_length."""
-    boundaries, size = [], 16
-    while size < seq_length:
-        boundaries.append(size + 1)  # bucket_by_sequence_length's bounds are exclusive
-        size *= 2
-    return boundaries
-
-
-class GlueTask(base.Task):
+class ClassificationTask(base.Task):
     """Sentence (pair) classification or regression on a `BertClassifier`."""
 
     def __init__(self, config):
         super().__init__(config)
         self._examples = {}
-        self._model = None
 
     # --- data ---------------------------------------------------------------
 
@@ -119,7 +117,7 @@ class GlueTask(base.Task):
     def num_classes(self):
         if self.info is not None:
             return self.info.num_classes
-        return 1 if self.task_config.regression else len(self.label_names)
+        return 1 if self.task_config.regression else len(self.examples("train").label_names)
 
     def _custom_file(self, split):
         c = self.task_config
@@ -134,13 +132,22 @@ class GlueTask(base.Task):
         if split not in self._examples:
             c = self.task_config
             if c.task_name == "custom":
-                layout = text_files.FileLayout(
+                columns = dict(
                     text=c.text_column,
-                    text_b=c.text_b_column or None,
+                    text_b=_column(c.text_b_column),
                     label=None if split == "test" else c.label_column,
-                    id=(c.id_column or None) if split == "test" else None,
+                    id=_column(c.id_column) if split == "test" else None,
                 )
-                known = None if split == "train" else self.examples("train").label_names
+                header = c.has_header
+                if header is None:
+                    header = not all(isinstance(v, int) for v in columns.values() if v is not None)
+                    if not header:
+                        logging.info("reading %s without a header row (columns given by number); "
+                                     "set task.has_header=true if its first line names the columns",
+                                     self._custom_file(split))
+                layout = text_files.FileLayout(**columns, header=header)
+                # Evaluation sets use the training set's label ids; test sets have no labels.
+                known = None if split in ("train", "test") else self.examples("train").label_names
                 self._examples[split] = text_files.read_labeled_examples(
                     self._custom_file(split),
                     layout,
@@ -194,78 +201,65 @@ class GlueTask(base.Task):
         source = c.tfds_data_dir or (c.glue_dir if c.task_name != "custom" else self._custom_file(split))
         return {"task": c.task_name, "split": split, "source": source, "examples": self.num_examples(split)}
 
-    def _preprocessor(self):
-        if self._model is None:
-            raise ValueError("build the model first (task.build_model()): inputs use its tokenizer")
-        return self._model.preprocessor
+    @property
+    def is_pair(self):
+        c = self.task_config
+        return self.info.is_pair if self.info is not None else _column(c.text_b_column) is not None
+
+    @functools.cached_property
+    def _checkpoint(self):
+        """`task.init_checkpoint`, read once: its tokenizer feeds the inputs, its weights the model."""
+        return pretrained.read_checkpoint(self.task_config.init_checkpoint, family="bert")
+
+    @functools.cached_property
+    def preprocessor(self):
+        """The `BertPreprocessor` that tokenizes the inputs; the model carries it.
+
+        Its tokenizer is `task.init_checkpoint`'s, or `task.vocab_file`'s when
+        there is no init checkpoint or it has no vocabulary files. Needs no
+        model: `build_inputs` works before (and without) `build_model`.
+        """
+        c = self.task_config
+        tokenizer = self._checkpoint.tokenizer if c.init_checkpoint else None
+        if tokenizer is None:
+            if not c.vocab_file:
+                raise ValueError(
+                    f"task.init_checkpoint {c.init_checkpoint!r} has no vocabulary files; set task.vocab_file"
+                    if c.init_checkpoint
+                    else "set task.init_checkpoint (pretrained weights) or task.vocab_file (random preset)"
+                )
+            tokenizer = WordPieceTokenizer(c.vocab_file, c.lowercase)
+            if c.init_checkpoint:
+                base.check_vocabulary_fits(tokenizer, self._checkpoint, f"task.vocab_file {c.vocab_file!r}")
+        return BertPreprocessor(tokenizer, c.seq_length, pair=self.is_pair)
 
     def build_inputs(self, split, input_context=None):
-        """Batches of (encoder inputs, label), tokenized by the model's preprocessor.
+        """Batches of (encoder inputs, label), tokenized by `preprocessor`.
 
         Training batches are shuffled and grouped by length; other splits keep
         the file order and pad each batch to its longest example. With
         `pad_to_seq_length`, every example is `seq_length` long instead.
         """
-        preprocessor = self._preprocessor()
-        dataset = self._raw_dataset(split)
-        if input_context and input_context.num_input_pipelines > 1:
-            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        batch_size = self.global_batch_size(split)
-        if input_context:
-            batch_size = input_context.get_per_replica_batch_size(batch_size)
-        labeled = isinstance(dataset.element_spec, tuple)
-        seq_length, static = self.task_config.seq_length, self.task_config.pad_to_seq_length
-
-        def featurize(features, label=None):
-            texts = [features["text"][None]]
-            if "text_b" in features:
-                texts.append(features["text_b"][None])
-            packed = preprocessor(tuple(texts))
-            # Unpadded: batching pads to the batch's bucket (training) or longest example.
-            length = seq_length if static else tf.reduce_sum(packed["input_mask"])
-            inputs = {k: v[0, :length] for k, v in packed.items()}
-            return (inputs, label) if labeled else inputs
-
-        if split == "train":
-            dataset = dataset.shuffle(10_000, reshuffle_each_iteration=True)
-        dataset = dataset.map(
-            (lambda f, l: featurize(f, l)) if labeled else featurize, num_parallel_calls=tf.data.AUTOTUNE
+        return pipeline.text_dataset(
+            self._raw_dataset(split),
+            preprocessor=self.preprocessor,
+            batch_size=pipeline.per_replica_batch_size(self.global_batch_size(split), input_context),
+            training=split == "train",
+            pad_to_seq_length=self.task_config.pad_to_seq_length,
+            input_context=input_context,
         )
-        if split == "train" and static:
-            dataset = dataset.batch(batch_size, drop_remainder=True)
-        elif split == "train":
-            boundaries = _length_buckets(seq_length)
-            dataset = dataset.bucket_by_sequence_length(
-                lambda inputs, label: tf.shape(inputs["input_word_ids"])[0],
-                bucket_boundaries=boundaries,
-                bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-                pad_to_bucket_boundary=False,
-            )
-        else:
-            dataset = dataset.padded_batch(batch_size)
-        return dataset.prefetch(tf.data.AUTOTUNE)
 
     # --- model, losses, metrics -----------------------------------------------
 
     def build_model(self):
         c = self.task_config
         if c.init_checkpoint:
-            model = BertClassifier.from_pretrained(
-                c.init_checkpoint, num_classes=self.num_classes, dropout=c.dropout, seq_length=c.seq_length
-            )
+            encoder = BertEncoder.from_pretrained(self._checkpoint)
         else:
-            if not c.vocab_file:
-                raise ValueError("set task.init_checkpoint (pretrained weights) or task.vocab_file (random preset)")
-            from tfplm.tokenizers import BertPreprocessor
-
-            tokenizer = WordPieceTokenizer(c.vocab_file, c.lowercase)
-            encoder = BertEncoder.from_preset(c.preset, vocab_size=tokenizer.vocabulary_size())
-            model = BertClassifier(encoder, self.num_classes, c.dropout)
-            model.tokenizer = tokenizer
-            model.preprocessor = BertPreprocessor(tokenizer, c.seq_length)
-        model.label_names = self.label_names
-        self._model = model
-        return model
+            encoder = BertEncoder.from_preset(c.preset, vocab_size=self.preprocessor.tokenizer.vocabulary_size())
+        return BertClassifier(
+            encoder, self.num_classes, c.dropout, preprocessor=self.preprocessor, label_names=self.label_names
+        )
 
     def build_losses(self):
         if self.num_classes == 1:
@@ -286,17 +280,9 @@ class GlueTask(base.Task):
         return "spearman_correlation" if self.num_classes == 1 else "accuracy"
 
     def build_callbacks(self, model_dir):
-        """Keeps the weights with the best main metric; optional early stopping."""
+        """Keeps the model with the best main metric in `model_dir/best`; optional early stopping."""
         monitor = f"val_{self.main_metric}"
-        callbacks = [
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(model_dir, "best.weights.h5"),
-                monitor=monitor,
-                mode="max",
-                save_best_only=True,
-                save_weights_only=True,
-            )
-        ]
+        callbacks = [base.SaveBest(os.path.join(model_dir, base.BEST_DIR), monitor)]
         if self.task_config.early_stopping_patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=self.task_config.early_stopping_patience)
@@ -306,26 +292,99 @@ class GlueTask(base.Task):
     # --- predictions ----------------------------------------------------------
 
     def predict(self, model, output_dir):
-        """Predicts the test split with the best weights (if kept, else the latest);
-        GLUE tasks write official submission files."""
-        best = os.path.join(output_dir, "best.weights.h5")
-        if os.path.exists(best):
-            model.load_weights(best)
-        dataset = self.build_inputs("test")
-        ids = [i.decode() for i in np.concatenate([b["id"].numpy() for b in dataset])] if "id" in dataset.element_spec else None
-        logits = model.predict(dataset.map(lambda f: {k: v for k, v in f.items() if k != "id"}), verbose=0)
+        """Predicts the test split with `model`'s own preprocessing and label names.
+
+        GLUE tasks write the official submission files; custom files give
+        predictions.tsv (index, label name or score). Needs only the test
+        data: the model (e.g. `model_dir/best`) carries everything else.
+        """
+        if model.preprocessor is None:
+            raise ValueError("the model has no preprocessor; build it with BertClassifier(..., preprocessor=...)")
+        dataset = pipeline.text_dataset(
+            self._raw_dataset("test"),
+            preprocessor=model.preprocessor,
+            batch_size=self.global_batch_size("test"),
+            training=False,
+        )
+        ids, logits = [], []
+        for batch in dataset:
+            if "id" in batch:
+                ids.extend(i.decode() for i in batch.pop("id").numpy())
+            logits.append(model.predict_on_batch(batch))
+        logits = np.concatenate(logits)
         c = self.task_config
         os.makedirs(output_dir, exist_ok=True)
         if c.task_name != "custom":
             name = "mnli_matched" if c.task_name == "mnli" else c.task_name
-            return [glue_data.write_glue_predictions(name, logits, output_dir, ids=ids)]
+            return [glue_data.write_glue_predictions(name, logits, output_dir, ids=ids or None)]
         path = os.path.join(output_dir, "predictions.tsv")
-        labels = logits[:, 0] if self.num_classes == 1 else [self.label_names[i] for i in logits.argmax(-1)]
+        if model.num_classes == 1:
+            labels = logits[:, 0]
+        else:
+            names = model.label_names or [str(i) for i in range(model.num_classes)]
+            labels = [names[i] for i in logits.argmax(-1)]
         with open(path, "w") as f:
             f.write("index\tprediction\n")
             for index, label in zip(ids or range(len(labels)), labels):
                 f.write(f"{index}\t{label}\n")
         return [path]
+
+    def held_out_examples(self, limit):
+        validation = self.examples("validation")
+        examples = {"text": validation.texts[:limit]}
+        if validation.texts_b:
+            examples["text_b"] = validation.texts_b[:limit]
+        return examples
+
+
+def _column(column):
+    """A config's column: a name or number, or None for "" (no such column)."""
+    return None if column == "" else column
+
+
+class ClassifierHead(serving.BertTextHead):
+    """Serves a `BertClassifier`: raw text (and `text_b` for pairs) in;
+    `probabilities` [batch, classes], `label_id` and `label` (the label names)
+    out, or `score` [batch] for a regressor (`num_classes=1`).
+    `serve_examples` answers TF Serving's Classify (or Regress) API."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.regression = model.num_classes == 1
+        self.main_output = "score" if self.regression else "probabilities"
+        self.method_names = {"serve_examples": serving.REGRESS_METHOD if self.regression else serving.CLASSIFY_METHOD}
+        if not self.regression:
+            self.label_names = tf.constant(list(model.label_names or map(str, range(model.num_classes))))
+
+    def describe(self):
+        names = None if self.regression else [n.decode() for n in self.label_names.numpy()]
+        return {**super().describe(), "label_names": names}
+
+    def tflite_outputs(self, packed):
+        logits = tf.cast(self.model(packed, training=False), tf.float32)
+        if self.regression:
+            return {"score": logits[:, 0]}
+        return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+
+    def outputs(self, packed):
+        outputs = self.tflite_outputs(packed)
+        if not self.regression:
+            label_id = tf.argmax(outputs["probabilities"], axis=-1, output_type=tf.int32)
+            outputs.update(label_id=label_id, label=tf.gather(self.label_names, label_id))
+        return outputs
+
+    def examples_outputs(self, outputs):
+        if self.regression:
+            return {"outputs": outputs["score"]}
+        classes = tf.broadcast_to(self.label_names, tf.shape(outputs["probabilities"]))
+        return {"classes": classes, "scores": outputs["probabilities"]}
+
+    def compare(self, reference, outputs):
+        result = super().compare(reference, outputs)
+        if not self.regression:
+            same = np.argmax(outputs["probabilities"], -1) == np.argmax(reference["probabilities"], -1)
+            result["agreement"] = float(np.mean(same))
+        return result
 
 
 def glue_experiment(task_name):
@@ -346,5 +405,18 @@ def glue_experiment(task_name):
 
 def custom_experiment():
     """Your own labelled TSV/CSV/JSONL files (set task.train_file etc.), BERT's recipe."""
-    config = glue_experiment("custom")()
-    return config
+    return glue_experiment("custom")()
+
+
+GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+
+TASK_TYPE = base.TaskType(
+    name="sentence_classification",
+    task=ClassificationTask,
+    serving=ClassifierHead,
+    models=(BertClassifier,),
+    experiments={
+        **{f"glue/{name}": glue_experiment(name) for name in GLUE_TASK_NAMES},
+        "text/classification": custom_experiment,
+    },
+)
