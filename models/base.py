@@ -72,9 +72,10 @@ class PretrainedMixin:
 
     def fit(self, *args, callbacks=None, **kwargs):
         """Keras `fit`, which also checks that it runs the steps the optimizer's
-        learning-rate schedule was made for (`ScheduleCheck`): a ValueError
-        names both numbers otherwise."""
-        callbacks = [*(callbacks or []), ScheduleCheck()]
+        learning-rate schedule was made for (`ScheduleCheck`; with
+        `steps_per_epoch`, at most those): a ValueError names both numbers
+        otherwise."""
+        callbacks = [*(callbacks or []), ScheduleCheck(budget=kwargs.get("steps_per_epoch") is not None)]
         x = args[0] if args else kwargs.get("x")
         if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)):
             # Keras cannot shuffle a dataset (the pipeline does); its default
@@ -125,8 +126,9 @@ class TextModel(PretrainedMixin):
         length (batch_size default 32)."""
         validation = kwargs.get("validation_data")
         if isinstance(validation, tuple) and len(validation) == 2 and _as_texts(validation[0]) is not None:
+            validation_batch_size = kwargs.pop("validation_batch_size", None) or batch_size
             kwargs["validation_data"] = self._labeled_text_dataset(
-                _as_texts(validation[0]), validation[1], kwargs.pop("validation_batch_size", None) or batch_size, {}, training=False
+                _as_texts(validation[0]), validation[1], validation_batch_size, {}, training=False
             )
         texts = _as_texts(x)
         if texts is not None:
@@ -153,9 +155,16 @@ class TextModel(PretrainedMixin):
             )
         extra = sorted(set(self.input) - set(ENCODER_INPUTS))
         if extra:
-            raise ValueError(f"{type(self).__name__} also takes {extra}, which raw text does not give; pass a dict of its inputs")
+            raise ValueError(
+                f"{type(self).__name__} also takes {extra}, which raw text does not give; pass a dict of its inputs"
+            )
         return pipeline.text_dataset(
-            texts, labels, preprocessor=self.preprocessor, batch_size=batch_size or 32, training=training, pad_to_seq_length=pad
+            texts,
+            labels,
+            preprocessor=self.preprocessor,
+            batch_size=batch_size or 32,
+            training=training,
+            pad_to_seq_length=pad,
         )
 
     def _has_length_axis(self):

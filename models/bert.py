@@ -288,6 +288,10 @@ class BertClassifier(BertTaskModel):
         return {"num_classes": self.num_classes, "dropout": self.dropout, "label_names": self.label_names}
 
     @classmethod
-    def from_preset(cls, name, num_classes, dropout=0.1, **encoder_overrides):
-        """A randomly initialised classifier of the named BERT architecture."""
-        return cls(BertEncoder.from_preset(name, **encoder_overrides), num_classes, dropout)
+    def from_preset(cls, name, num_classes, dropout=0.1, label_names=None, **encoder_overrides):
+        """A randomly initialised classifier of the named BERT architecture.
+
+        `encoder_overrides` are `BertEncoder` arguments, e.g. `vocab_size` or
+        its `preprocessor` (which the classifier then shares).
+        """
+        return cls(BertEncoder.from_preset(name, **encoder_overrides), num_classes, dropout, label_names=label_names)

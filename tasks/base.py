@@ -182,9 +182,10 @@ class Task(abc.ABC):
             steps: the optimizer steps `model.fit` will run, which the
                 learning-rate schedule spans: epochs x steps per epoch, e.g.
                 `3 * len(dataset)` for a `tfplm.data.text_dataset`. Default:
-                the config's `train_steps()`. A zoo model's `fit` raises a
-                ValueError when it would run a different number
-                (`tfplm.training.optimization.ScheduleCheck`).
+                the config's `train_steps()`. A zoo model's `fit` over whole
+                epochs of a dataset raises a ValueError when it would run a
+                different number; one given `steps_per_epoch`, when it would
+                run more (`tfplm.training.optimization.ScheduleCheck`).
         """
         model.compile(
             optimizer=self.build_optimizer(steps),

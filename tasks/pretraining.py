@@ -100,8 +100,9 @@ class PretrainingTask(base.Task):
             return None
         checkpoint = pretrained.read_checkpoint(self.task_config.init_checkpoint, family=self.family)
         if checkpoint.tokenizer is None:
-            checkpoint.tokenizer = self.tokenizer_from_vocab_file(self._check_vocab_file())
-            base.check_vocabulary_fits(checkpoint.tokenizer, checkpoint, f"task.vocab_file {self.task_config.vocab_file!r}")
+            tokenizer = self.tokenizer_from_vocab_file(self._check_vocab_file())
+            base.check_vocabulary_fits(tokenizer, checkpoint, f"task.vocab_file {self.task_config.vocab_file!r}")
+            checkpoint = dataclasses.replace(checkpoint, tokenizer=tokenizer)
         return checkpoint
 
     @functools.cached_property

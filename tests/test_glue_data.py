@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 from tfplm.data import text_files
-from tfplm.tasks import glue_data
-from tfplm.tasks.glue_data import GLUE_TASKS
+from tfplm.data import glue as glue_data
+from tfplm.data.glue import GLUE_TASKS
 
 # (task, split) -> (rows, first text, first text_b, first label, first id) of tests/data/glue.
 EXPECTED = {

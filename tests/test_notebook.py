@@ -29,7 +29,8 @@ def classifier(**kwargs):
 
 
 def compiled(model, optimizer="adam"):
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -80,7 +81,8 @@ def test_fit_and_evaluate_take_raw_texts_and_labels():
     raw, packed = (compiled(classifier(dropout=0.0), keras.optimizers.SGD(0.1)) for _ in range(2))
     packed.set_weights(raw.get_weights())  # the same new classifier head
     history = raw.fit(TEXTS, LABELS, batch_size=8, epochs=3, validation_data=(TEXTS, LABELS), verbose=0)
-    packed.fit(text_dataset(TEXTS, LABELS, preprocessor=packed.preprocessor, batch_size=8, training=True), epochs=3, verbose=0)
+    dataset = text_dataset(TEXTS, LABELS, preprocessor=packed.preprocessor, batch_size=8, training=True)
+    packed.fit(dataset, epochs=3, verbose=0)
     for a, b in zip(raw.get_weights(), packed.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -128,6 +130,16 @@ def test_fit_for_other_steps_than_the_schedule_is_one_clear_error():
     assert int(model.optimizer.iterations.numpy()) == 0  # refused before training
     model.fit(train, epochs=3, verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 6
+
+
+def test_fit_with_steps_per_epoch_may_stop_early_but_not_run_past_the_schedule():
+    model = classifier()
+    train = text_dataset(TEXTS, LABELS, preprocessor=model.preprocessor, batch_size=4, training=True).repeat()
+    compiled(model, build_optimizer(OptimizerConfig(), total_steps=6))
+    model.fit(train, steps_per_epoch=2, epochs=2, verbose=0)  # a budget of 4 steps, as a benchmark runs
+    assert int(model.optimizer.iterations.numpy()) == 4
+    with pytest.raises(ValueError, match=r"fit runs 8 optimizer steps \(2 epochs x 4 steps\) but .* made for 6"):
+        model.fit(train, steps_per_epoch=4, epochs=2, verbose=0)
 
 
 def test_a_dataset_of_unknown_length_is_checked_after_its_first_epoch():

@@ -59,7 +59,8 @@ def test_a_training_epoch_is_ceil_examples_over_batch_size_steps(preprocessor):
 
 def test_evaluation_batches_keep_the_order_and_pad_to_their_longest(preprocessor):
     lengths = [3, 1, 40, 2, 5, 7, 1]
-    dataset = tfplm.data.text_dataset(texts_of_lengths(lengths), lengths, preprocessor=preprocessor, batch_size=3)
+    texts = texts_of_lengths(lengths)
+    dataset = tfplm.data.text_dataset(texts, lengths, preprocessor=preprocessor, batch_size=3)
     result = batches(dataset)
     assert len(dataset) == len(result) == 3
     np.testing.assert_array_equal(np.concatenate([labels for _, labels in result]), lengths)

@@ -1,11 +1,14 @@
-"""Models carry their preprocessing: every round trip keeps it.
+"""Models carry their preprocessing: every round trip keeps it, and tasks make it.
 
 A model's preprocessing (BERT: a `BertPreprocessor` with its tokenizer, length
 and pair flag; GPT: its tokenizer) and a classifier's label names are
 constructor arguments. `.keras` files (loaded in a fresh process after
 `import tfplm` only), `save_pretrained`/`from_pretrained` and
 `get_config`/`from_config` must all give back the same preprocessing and the
-same outputs on raw text.
+same outputs on raw text. A BERT task model has one preprocessor, its
+encoder's. The pretraining tasks tokenize their inputs with the tokenizer their
+model carries, whichever is built first. (The classification task's side is in
+test_glue_task.py.)
 """
 
 import json
@@ -19,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfplm import models
+from tfplm import models, tasks
 from tfplm.models import GPT, BertClassifier, BertEncoder, BertPretrainer
 from tfplm.tokenizers import (
     BertPreprocessor,
@@ -304,8 +307,6 @@ def pretraining_overrides(vocab_file, init_checkpoint="", seq_length=32):
 
 def inputs_and_model(experiment, overrides, inputs_first):
     """The first training batch and the model, built in the given order."""
-    from tfplm import tasks
-
     task = tasks.get(experiment, overrides=overrides)
     if inputs_first:
         batch = next(iter(task.build_inputs("train")))
@@ -386,3 +387,27 @@ def test_gpt_pretraining_inputs_and_model_share_one_tokenizer_in_any_order(spm_p
     start = model.tokenizer.tokenize(tf.constant([first_line])).to_list()[0][:17]
     assert features["token_ids"].numpy()[0].tolist() == start[:16]
     assert labels.numpy()[0].tolist() == start[1:17]
+
+
+def test_a_pretraining_checkpoint_without_vocabulary_takes_vocab_file(tmp_path):
+    size = len(BERT_VOCAB.read_text().splitlines())
+    encoder = BertEncoder(vocab_size=size, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_length=64)
+    BertPretrainer(encoder).save_pretrained(tmp_path / "bare")
+    task, batch, model = inputs_and_model("bert/pretraining", pretraining_overrides(BERT_VOCAB, tmp_path / "bare"), True)
+    assert model.tokenizer is task.tokenizer
+    assert model.tokenizer.get_vocabulary() == WordPieceTokenizer(str(BERT_VOCAB)).get_vocabulary()
+    assert_first_segments_come_from_the_text(batch, model.tokenizer)
+    bigger = tmp_path / "bigger.txt"
+    bigger.write_text(BERT_VOCAB.read_text() + "extra\n")
+    task = tasks.get("bert/pretraining", overrides=pretraining_overrides(bigger, tmp_path / "bare"))
+    with pytest.raises(ValueError, match=rf"has {size + 1} tokens but the model of .* embeds {size}"):
+        task.build_inputs("train")
+
+
+def test_a_preset_classifier_takes_label_names_and_shares_its_encoders_preprocessor():
+    preprocessor = BertPreprocessor(wordpiece(), seq_length=8)
+    classifier = BertClassifier.from_preset(
+        "bert_tiny", 2, label_names=["no", "yes"], vocab_size=len(WORDPIECE_VOCAB), preprocessor=preprocessor
+    )
+    assert classifier.label_names == ("no", "yes")
+    assert classifier.preprocessor is classifier.encoder.preprocessor is preprocessor

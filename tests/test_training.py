@@ -178,6 +178,17 @@ def test_a_glue_run_keeps_its_best_model_in_model_dir_best(tmp_path, test_data_d
         np.testing.assert_array_equal(kept, expected)
 
 
+def test_a_last_loop_shorter_than_steps_per_loop_ends_training_at_train_steps(tmp_path, records, minilm_dir):
+    vocab = str(minilm_dir / "vocab.txt")
+    params = overrides(records, vocab, steps=5)  # loops of 2 steps
+    task = tasks.get("bert/pretraining", overrides=params)
+    results = trainer.run_experiment(task, "train", str(tmp_path), progress=None)
+    log = read_log(str(tmp_path))
+    assert results["step"] == 5 and [entry["step"] for entry in log] == [2, 4, 5]
+    schedule = optimization.learning_rate_schedule(tasks.get_config("bert/pretraining", overrides=params).trainer.optimizer, total_steps=5)
+    assert log[-1]["learning_rate"] == pytest.approx(float(schedule(5)), abs=1e-9)
+
+
 def test_progress_lines_and_silence(tmp_path, records, minilm_dir, capsys):
     vocab = str(minilm_dir / "vocab.txt")
     task = tasks.get("bert/pretraining", overrides=overrides(records, vocab, steps=4) + ",trainer.log_every_steps=1")

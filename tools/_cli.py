@@ -176,7 +176,9 @@ def read_experiment(model_dir):
     """The experiment named in `model_dir/config.yaml` ("" if none); None without the file."""
     import yaml
 
-    path = os.path.join(model_dir, "config.yaml")
+    from tfplm.training.trainer import CONFIG_FILE
+
+    path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -194,6 +196,7 @@ def experiment_config(experiment, model_dir, config_files=(), overrides=(), valu
     """
     from tfplm import config as config_lib
     from tfplm import tasks
+    from tfplm.training.trainer import CONFIG_FILE
 
     saved = read_experiment(model_dir) if model_dir else None
     if saved and experiment and saved != experiment:
@@ -205,7 +208,7 @@ def experiment_config(experiment, model_dir, config_files=(), overrides=(), valu
     if not experiment:
         where = f"{model_dir}/config.yaml names none" if saved == "" else "no --model_dir with a config.yaml"
         raise ValueError(f"--experiment is required ({where}); see --list_experiments")
-    files = ([os.path.join(model_dir, "config.yaml")] if saved is not None else []) + list(config_files)
+    files = ([os.path.join(model_dir, CONFIG_FILE)] if saved is not None else []) + list(config_files)
     config = tasks.get_config(experiment, config_files=files, overrides=overrides)
     if values:
         config = config_lib.merge(config, values)

@@ -49,17 +49,27 @@ else
 fi
 [ ! -e "$COPY/../shared" ] || { echo "error: $COPY/../shared exists" >&2; exit 1; }
 
-# The throwaway environment: $VENV's site-packages on its path through a .pth file (lines
-# naming folders only: $VENV's own .pth files, among them its editable tfplm, do not run),
-# then tfplm in editable mode from the copy (pip cannot touch $VENV: outside this env).
+# The throwaway environment: the folders on $VENV's sys.path (its site-packages and any that
+# its .pth files add, but none of this checkout's own) on its path through a .pth file that
+# only names folders, so $VENV's .pth files, its editable tfplm among them, do not run; then
+# tfplm in editable mode from the copy (pip leaves $VENV's tfplm: outside this environment).
 "$VENV/bin/python" -m venv --without-pip "$ENV"
 PY=$ENV/bin/python
 site=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
-"$VENV/bin/python" -c 'import sysconfig; print(*sorted({sysconfig.get_path(p) for p in ("purelib", "platlib")}), sep="\n")' \
-    >"$site/zz-tfplm-test-dependencies.pth"
+env -u PYTHONPATH "$VENV/bin/python" - "$REPO" "$VENV" "$PY" >"$site/zz-tfplm-test-dependencies.pth" <<'PTH'
+import os, subprocess, sys
+repo, venv, py = (os.path.realpath(p) for p in sys.argv[1:])
+own = subprocess.run([py, "-c", "import sys; print(*sys.path, sep='\\n')"], capture_output=True, text=True, check=True)
+own = {os.path.realpath(p) for p in own.stdout.splitlines() if p}
+under = lambda path, folder: path == folder or path.startswith(folder + os.sep)
+for path in filter(None, sys.path):
+    real = os.path.realpath(path)
+    if os.path.isdir(real) and real not in own and (under(real, venv) or not under(real, repo)):
+        print(real)
+PTH
 # --quiet twice: pip's "Not uninstalling tfplm at $VENV..., outside environment" is expected.
-env -u PYTHONPATH "$PY" -m pip install --quiet --quiet --no-deps --no-index --no-build-isolation \
-    --disable-pip-version-check -e "$COPY"
+env -u PYTHONPATH -u PIP_USER -u PIP_TARGET -u PIP_PREFIX "$PY" -m pip install --quiet --quiet \
+    --no-deps --no-index --no-build-isolation --disable-pip-version-check -e "$COPY"
 
 cd "$COPY"
 run_in_copy() { env -u PYTHONPATH -u TFPLM_DATA_DIR "$PY" "$@"; }
@@ -83,7 +93,8 @@ if [ ! -d "$DATA" ]; then
     exit 0
 fi
 status=0
-"$VENV/bin/python" -m pytest -n "$WORKERS" -m full_data "${TESTS[@]}" || status=$?
+# worksteal: the slow convergence tests, queued on one worker at first, get split.
+"$VENV/bin/python" -m pytest -n "$WORKERS" --dist worksteal -m full_data "${TESTS[@]}" || status=$?
 if [ "$status" -eq 5 ] && [ $# -gt 0 ]; then
     echo "no full_data tests among $*"  # only with a chosen selection: the suite has some
     status=0

@@ -115,19 +115,28 @@ class ScheduleCheck(keras.callbacks.Callback):
 
     A schedule made for S steps (`build_optimizer(config, S)`) warms up and
     decays over exactly S steps. `fit(epochs=E)` with P steps per epoch runs
-    E x P (counting epochs before `initial_epoch` as run); if that is not S,
-    training would end with the learning rate still high or spend its last
-    steps at the final one. The check happens when training begins or, when
-    Keras cannot count the steps of an epoch in advance (a dataset of unknown
-    length without `steps_per_epoch`), at the end of the first epoch, from
-    the optimizer's step counter (Keras 3.15 advances it once more than there
-    are batches in such an epoch, on the call that finds the data's end).
-    Zoo models add this callback to every `fit`; optimizers without a
-    `WarmupSchedule.total_steps` are not checked.
+    E x P (counting epochs before `initial_epoch` as run). A fit of whole
+    passes over a dataset must run S: with fewer, training ends with the
+    learning rate still high. A fit given `steps_per_epoch` is a budget of
+    steps (a trainer's loops, a benchmark) and may stop early, but no fit may
+    run past S, where the learning rate has reached its end.
+
+    The check happens when training begins or, when Keras cannot count the
+    steps of an epoch in advance (a dataset of unknown length without
+    `steps_per_epoch`), at the end of the first epoch, from the optimizer's
+    step counter (Keras 3.15 advances it once more than there are batches in
+    such an epoch, on the call that finds the data's end). Zoo models add this
+    callback to every `fit`; optimizers without a `WarmupSchedule.total_steps`
+    are not checked.
+
+    Args:
+        budget: `fit` was given `steps_per_epoch`: fewer steps than the
+            schedule's are allowed.
     """
 
-    def __init__(self):
+    def __init__(self, budget=False):
         super().__init__()
+        self.budget = budget
         self.total = None
         self.start = 0
 
@@ -146,7 +155,7 @@ class ScheduleCheck(keras.callbacks.Callback):
     def _check(self, steps_per_epoch, how):
         epochs = self.params.get("epochs", 1)
         steps = epochs * steps_per_epoch
-        if steps != self.total:
+        if steps > self.total or (steps < self.total and not self.budget):
             raise ValueError(
                 f"fit runs {steps} optimizer steps ({epochs} epochs x {steps_per_epoch} steps{how}) but the "
                 f"learning-rate schedule was made for {self.total}; compile for the steps fit runs, e.g. "

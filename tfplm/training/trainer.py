@@ -12,7 +12,6 @@ steps and one per loop.
 """
 
 import json
-import math
 import os
 import sys
 import time
@@ -45,16 +44,16 @@ class TrainingLogger(keras.callbacks.Callback):
     """Per loop: a progress line, TensorBoard scalars (losses, metrics, learning
     rate, examples/s), a line of `train_log.jsonl` and a checkpoint."""
 
-    def __init__(self, manager, model_dir, global_batch_size, steps_per_loop):
+    def __init__(self, manager, model_dir, global_batch_size):
         super().__init__()
         self.manager = manager
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
         self.log_path = os.path.join(model_dir, "train_log.jsonl")
         self.global_batch_size = global_batch_size
-        self.steps_per_loop = steps_per_loop
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._start_step = int(self.model.optimizer.iterations.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
@@ -63,7 +62,7 @@ class TrainingLogger(keras.callbacks.Callback):
         scalars["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
-        scalars["examples_per_second"] = self.steps_per_loop * self.global_batch_size / elapsed
+        scalars["examples_per_second"] = (step - self._start_step) * self.global_batch_size / elapsed
         with self.writer.as_default(step=step):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
@@ -90,10 +89,9 @@ class ProgressLines(keras.callbacks.Callback):
     between lines run without waiting for them.
     """
 
-    def __init__(self, every, steps_per_loop, train_steps, global_batch_size):
+    def __init__(self, every, train_steps, global_batch_size):
         super().__init__()
         self.every = every
-        self.steps_per_loop = steps_per_loop
         self.train_steps = train_steps
         self.global_batch_size = global_batch_size
 
@@ -108,12 +106,13 @@ class ProgressLines(keras.callbacks.Callback):
         self._mark(step)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
         self._training_ended = None
-        self._mark(epoch * self.steps_per_loop)
+        self._loop_start = int(self.model.optimizer.iterations.numpy())
+        self._step = self._loop_start
+        self._mark(self._loop_start)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self._epoch * self.steps_per_loop + batch + 1
+        step = self._loop_start + batch + 1
         self._step = step
         if self.every and logs and step // self.every != self._last_step // self.every:
             self._line(step, logs)
@@ -124,7 +123,7 @@ class ProgressLines(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        step = getattr(self, "_step", self._last_step)
+        step = self._step
         if step != self._last_step:
             self._line(step, {k: v for k, v in logs.items() if not k.startswith("val_")}, self._training_ended)
         validation = {k[len("val_") :]: v for k, v in logs.items() if k.startswith("val_")}
@@ -237,7 +236,6 @@ def run_experiment(task, mode, model_dir, strategy=None, progress="bar"):
     if mode in ("train", "train_and_eval"):
         train_steps = task.train_steps()
         steps_per_loop = min(task.steps_per_loop(), train_steps)
-        epochs = math.ceil(train_steps / steps_per_loop)
         batch_size = task.global_batch_size("train")
         if step >= train_steps:
             logging.info("already trained %d of %d steps", step, train_steps)
@@ -252,30 +250,61 @@ def run_experiment(task, mode, model_dir, strategy=None, progress="bar"):
                 validation = strategy.distribute_datasets_from_function(
                     lambda context: task.build_inputs("validation", context)
                 )
-            callbacks = [TrainingLogger(manager, write_dir, batch_size, steps_per_loop)]
+            callbacks = [TrainingLogger(manager, write_dir, batch_size)]
             if progress == "lines":
                 every = config.trainer.log_every_steps
-                callbacks.append(ProgressLines(every, steps_per_loop, train_steps, batch_size))
+                callbacks.append(ProgressLines(every, train_steps, batch_size))
                 start = f"from step {step} " if step else ""
                 _say(
                     f"training {start}to step {train_steps} (batch {batch_size}, {steps_per_loop} steps per loop) "
                     f"in {model_dir}"
                 )
-            model.fit(
-                dataset,
-                epochs=epochs,
-                initial_epoch=step // steps_per_loop,
-                steps_per_epoch=steps_per_loop,
-                validation_data=validation,
-                validation_steps=config.trainer.eval_steps or None,
-                shuffle=False,  # the task's input pipeline shuffles; a tf.data.Dataset ignores it
-                callbacks=[*callbacks, *task.build_callbacks(write_dir)],
-                verbose=1 if progress == "bar" else 0,
-            )
+            callbacks += task.build_callbacks(write_dir)
+            for epochs, initial_epoch, steps_per_epoch in _fit_calls(step, train_steps, steps_per_loop):
+                model.fit(
+                    dataset,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=steps_per_epoch,
+                    validation_data=validation,
+                    validation_steps=config.trainer.eval_steps or None,
+                    shuffle=False,  # the task's input pipeline shuffles; a tf.data.Dataset ignores it
+                    callbacks=callbacks,
+                    verbose=1 if progress == "bar" else 0,
+                )
+                if model.stop_training:  # early stopping
+                    break
         results = {"step": int(model.optimizer.iterations.numpy())}
     if mode in ("eval", "train_and_eval"):
         results = evaluate(task, model, strategy, write_dir, progress)
     return results
+
+
+def _fit_calls(step, train_steps, steps_per_loop):
+    """The `fit` calls that train from `step` to `train_steps`, as
+    (epochs, initial_epoch, steps_per_epoch): loops (Keras epochs) of
+    `steps_per_loop` steps that end on its multiples, and a shorter last one
+    when it does not divide `train_steps`. A fit's epochs all have the same
+    length, and none may run past the learning-rate schedule's end.
+
+    Example:
+    >>> _fit_calls(0, 5, 2)  # loops end at steps 2, 4 and 5
+    [(2, 0, 2), (1, 0, 1)]
+    >>> _fit_calls(3, 8, 2)  # resumed at step 3: loops end at 4, 6 and 8
+    [(1, 0, 1), (4, 2, 2)]
+    """
+    calls = []
+    if step % steps_per_loop and step < train_steps:
+        first = min(steps_per_loop - step % steps_per_loop, train_steps - step)
+        calls.append((1, 0, first))
+        step += first
+    whole_loops = train_steps // steps_per_loop
+    if step < whole_loops * steps_per_loop:
+        calls.append((whole_loops, step // steps_per_loop, steps_per_loop))
+        step = whole_loops * steps_per_loop
+    if step < train_steps:
+        calls.append((1, 0, train_steps - step))
+    return calls
 
 
 def evaluate(task, model, strategy, model_dir, progress=None):
