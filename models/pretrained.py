@@ -4,7 +4,7 @@
 
 * tfplm's format (written by `save_pretrained`): a directory with
   `tfplm_config.json` (model class + `get_config()`, tokenizer class and
-  settings, preprocessor length), `model.safetensors` (every weight under its
+  settings, preprocessor length and pair flag), `model.safetensors` (every weight under its
   Keras weight path, e.g. `block_0/self_attention/query/kernel`) and the
   tokenizer files (vocab.txt; vocab.json + merges.txt; or spm.model);
 * Hugging Face directories (config.json + model.safetensors);

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfplm import metrics
-from tfplm.data import masking, pretraining as pretraining_data
+from tfplm.data import masking, pretraining_records
 from tfplm.data.pipeline import per_replica_batch_size
 from tfplm.models import BertEncoder, BertPretrainer, get_preset
 from tfplm.tasks import base, serving
@@ -42,7 +42,7 @@ class BertPretrainingTask(PretrainingTask):
         batch_size = per_replica_batch_size(self.global_batch_size(split), input_context)
         is_training = split == "train"
         if data.input_format == "tfrecord":
-            dataset = pretraining_data.bert_pretraining_dataset(
+            dataset = pretraining_records.bert_pretraining_dataset(
                 data.input_path,
                 data.seq_length,
                 data.max_predictions_per_seq,

@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from tfplm import tasks
-from tfplm.data import pretraining, text
+from tfplm.data import text
+from tfplm.data.bert_instances import PretrainingDataConfig
+from tfplm.data.pretraining_records import create_pretraining_data
 from tfplm.tokenizers import build_wordpiece_vocab, train_sentencepiece
 
 
@@ -48,10 +50,10 @@ def test_bert_tiny_beats_the_unigram_baseline_and_learns_nsp(books, tmp_path):
     lines = list(text.iter_lines(sorted(str(p) for p in books.glob("train_*"))))
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(build_wordpiece_vocab(lines, 2000)) + "\n")
-    config = pretraining.PretrainingDataConfig(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=5, window_size=20)
+    config = PretrainingDataConfig(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=5, window_size=20)
     for part in ("train", "eval"):
         files = sorted(str(p) for p in books.glob(f"{part}_*"))
-        pretraining.create_pretraining_data(files, str(vocab), str(tmp_path / part / "data"), config, input_format="prose")
+        create_pretraining_data(files, str(vocab), str(tmp_path / part / "data"), config, input_format="prose")
     data = lambda part: f"task.{part}_data.seq_length=64,task.{part}_data.max_predictions_per_seq=10,task.{part}_data.global_batch_size=64"
     task = tasks.get(
         "bert/pretraining",

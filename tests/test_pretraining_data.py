@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfplm.data import causal_lm, masking, pretraining
+from tfplm.data import causal_lm, masking
+from tfplm.data.bert_instances import InstanceMaker, PretrainingDataConfig
+from tfplm.data.documents import interleave_documents, read_documents, tokenize_window
+from tfplm.data.pretraining_records import bert_pretraining_dataset, create_pretraining_data
 from tfplm.data.text import read_text
 from tfplm.tokenizers import GPT2Tokenizer, WordPieceTokenizer
 
@@ -54,14 +57,14 @@ def books(request, tmp_path_factory, test_data_dir):
 
 
 def test_bert_format_documents_are_blank_line_separated_sentences(sample_file):
-    documents = list(pretraining.read_documents([sample_file], "bert"))
+    documents = list(read_documents([sample_file], "bert"))
     blocks = open(sample_file, encoding="utf-8").read().strip().split("\n\n")
     assert len(documents) == len(blocks) == 12
     assert documents[0] == blocks[0].split("\n")
 
 
 def test_prose_documents_are_sentence_runs_without_bom_or_gutenberg_text(books):
-    documents = list(pretraining.read_documents([str(books / "emma.txt")], "prose", sentences_per_document=40))
+    documents = list(read_documents([str(books / "emma.txt")], "prose", sentences_per_document=40))
     assert len(documents) > 5
     assert all(len(d) >= 40 for d in documents[:-1])
     text = " ".join(s for d in documents for s in d)
@@ -75,7 +78,7 @@ def test_documents_are_interleaved_round_robin_over_files(tmp_path):
         path = tmp_path / f"{name}.txt"
         path.write_text("\n\n".join(f"{name}{i} sentence." for i in range(n)))
         paths.append(str(path))
-    order = [d[0][:2] for d in pretraining.interleave_documents(paths, "bert", cycle_length=2)]
+    order = [d[0][:2] for d in interleave_documents(paths, "bert", cycle_length=2)]
     # a and b in turn; b runs out and c takes its slot; d is empty.
     assert order == ["a0", "b0", "a1", "c0", "a2", "c1"]
 
@@ -101,10 +104,10 @@ def synthetic_corpus(num_documents, seed=0, sentences=(4, 30), tokens=(3, 14)):
 
 
 def make_instances(tokenizer, num_documents=60, whole_word=False, seed=0, corpus=None, **config):
-    config = pretraining.PretrainingDataConfig(
+    config = PretrainingDataConfig(
         max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, do_whole_word_mask=whole_word, dupe_factor=1, **config
     )
-    maker = pretraining.InstanceMaker(config, tokenizer.get_vocabulary())
+    maker = InstanceMaker(config, tokenizer.get_vocabulary())
     documents, where = synthetic_corpus(num_documents, seed, **(corpus or {}))
     return maker.from_documents(documents, random.Random(seed)), maker, where
 
@@ -175,11 +178,11 @@ def test_masked_tokens_are_80_percent_mask_10_random_10_kept(tokenizer):
 
 
 def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer, sample_file):
-    config = pretraining.PretrainingDataConfig(
+    config = PretrainingDataConfig(
         max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, do_whole_word_mask=True, dupe_factor=3
     )
-    documents = pretraining.tokenize_window(tokenizer, list(pretraining.read_documents([sample_file])))
-    maker = pretraining.InstanceMaker(config, tokenizer.get_vocabulary())
+    documents = tokenize_window(tokenizer, list(read_documents([sample_file])))
+    maker = InstanceMaker(config, tokenizer.get_vocabulary())
     instances = maker.from_documents(documents, random.Random(0))
     continued = 0
     for instance in instances:
@@ -198,7 +201,7 @@ def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer, sample_file):
 
 
 def read_all(pattern, seq_length=SEQ, predictions=PREDICTIONS):
-    dataset = pretraining.bert_pretraining_dataset(pattern, seq_length, predictions, 1000, is_training=False)
+    dataset = bert_pretraining_dataset(pattern, seq_length, predictions, 1000, is_training=False)
     batches = list(dataset)
     return {k: np.concatenate([{**f, **l}[k].numpy() for f, l in batches]) for k in {**batches[0][0], **batches[0][1]}}
 
@@ -210,11 +213,11 @@ def test_records_equal_google_research_berts_for_the_same_seed(sample_file, voca
     --max_seq_length=64 --max_predictions_per_seq=10 --random_seed=12345, this
     vocab, on pretraining_sample.txt). One window holding the corpus, one file
     at a time and one shard give the same records, in the same order."""
-    config = pretraining.PretrainingDataConfig(
+    config = PretrainingDataConfig(
         max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, dupe_factor=1, random_seed=12345,
         do_whole_word_mask=whole_word, window_size=1000, cycle_length=1,
     )
-    (path,) = pretraining.create_pretraining_data([sample_file], vocab_file, str(tmp_path / "data"), config)
+    (path,) = create_pretraining_data([sample_file], vocab_file, str(tmp_path / "data"), config)
     google = read_all(str(test_data_dir / f"google_bert_sample{'_wwm' if whole_word else ''}.tfrecord"))
     ours = read_all(path)
     assert len(google["input_word_ids"]) > 70
@@ -224,11 +227,11 @@ def test_records_equal_google_research_berts_for_the_same_seed(sample_file, voca
 
 
 def write_books(books, vocab_file, prefix, seed=1, num_workers=1, num_shards=3):
-    config = pretraining.PretrainingDataConfig(
+    config = PretrainingDataConfig(
         max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, dupe_factor=2, random_seed=seed, window_size=10
     )
     files = sorted(str(p) for p in books.glob("*.txt"))
-    return pretraining.create_pretraining_data(
+    return create_pretraining_data(
         files, vocab_file, str(prefix), config, input_format="prose", num_shards=num_shards, num_workers=num_workers
     )
 
@@ -246,7 +249,7 @@ def test_same_seed_same_bytes_for_any_number_of_workers(books, vocab_file, tmp_p
     assert [os.path.basename(p) for p in two_workers] == [os.path.basename(p) for p in one]
     assert file_bytes(one) == file_bytes(again) == file_bytes(two_workers)
     assert all(a != b for a, b in zip(file_bytes(one), file_bytes(other_seed)))
-    assert not list(tmp_path.rglob("*.incomplete"))
+    assert not list(tmp_path.rglob(".*"))  # no temporary file left behind
 
 
 def test_binary_writes_what_the_library_writes(sample_file, vocab_file, tmp_path):
@@ -259,19 +262,30 @@ def test_binary_writes_what_the_library_writes(sample_file, vocab_file, tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "instances in" in result.stdout and "peak RSS" in result.stdout
-    library = pretraining.create_pretraining_data(
-        [sample_file], vocab_file, str(tmp_path / "lib" / "data"), pretraining.PretrainingDataConfig(**flags), num_shards=2
+    library = create_pretraining_data(
+        [sample_file], vocab_file, str(tmp_path / "lib" / "data"), PretrainingDataConfig(**flags), num_shards=2
     )
     assert file_bytes({str(p): 0 for p in (tmp_path / "cli").glob("*")}) == file_bytes(library)
 
 
 def test_bad_settings_are_rejected_with_the_reason(vocab_file, sample_file, tmp_path):
     with pytest.raises(ValueError, match="max_seq_length=4"):
-        pretraining.PretrainingDataConfig(max_seq_length=4)
+        PretrainingDataConfig(max_seq_length=4)
     with pytest.raises(ValueError, match="input_format='xml'"):
-        pretraining.create_pretraining_data([sample_file], vocab_file, str(tmp_path / "x"), input_format="xml")
+        create_pretraining_data([sample_file], vocab_file, str(tmp_path / "x"), input_format="xml")
     with pytest.raises(ValueError, match="not found"):
-        pretraining.create_pretraining_data([str(tmp_path / "missing.txt")], vocab_file, str(tmp_path / "x"))
+        create_pretraining_data([str(tmp_path / "missing.txt")], vocab_file, str(tmp_path / "x"))
+
+
+def test_a_failed_run_leaves_no_shard_behind(sample_file, vocab_file, tmp_path, monkeypatch):
+    def fail(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("tfplm.data.pretraining_records.serialize_instance", fail)
+    config = PretrainingDataConfig(max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, dupe_factor=1, window_size=4)
+    with pytest.raises(RuntimeError, match="disk full"):
+        create_pretraining_data([sample_file], vocab_file, str(tmp_path / "data"), config, num_shards=2)
+    assert not list(tmp_path.iterdir())  # neither a shard nor a temporary file
 
 
 # --- reading TFRecords --------------------------------------------------------------
@@ -310,7 +324,7 @@ def google_records(path, n, seq_length=SEQ, max_predictions=PREDICTIONS, seed=0)
 
 def test_records_in_google_research_format_read_as_model_inputs(tmp_path):
     values = google_records(tmp_path / "google.tfrecord", 20)
-    dataset = pretraining.bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), SEQ, PREDICTIONS, 8, is_training=False)
+    dataset = bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), SEQ, PREDICTIONS, 8, is_training=False)
     batches = list(dataset)
     assert [len(f["input_word_ids"]) for f, _ in batches] == [8, 8, 4]
     features, labels = batches[0]
@@ -332,7 +346,7 @@ def test_records_in_google_research_format_read_as_model_inputs(tmp_path):
 
 def test_training_batches_have_static_shapes_and_repeat(tmp_path):
     google_records(tmp_path / "google.tfrecord", 10)
-    dataset = pretraining.bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), SEQ, PREDICTIONS, 4, is_training=True)
+    dataset = bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), SEQ, PREDICTIONS, 4, is_training=True)
     assert dataset.element_spec[0]["input_word_ids"].shape == (4, SEQ)
     assert dataset.element_spec[1]["next_sentence_labels"].shape == (4,)
     assert len(list(dataset.take(7))) == 7  # 28 examples from 10: it repeats
@@ -341,7 +355,7 @@ def test_training_batches_have_static_shapes_and_repeat(tmp_path):
 def test_written_records_read_back_as_written(books, vocab_file, tmp_path, tokenizer):
     counts = write_books(books, vocab_file, tmp_path / "data", num_shards=1)
     (path,) = counts
-    dataset = pretraining.bert_pretraining_dataset(path, SEQ, PREDICTIONS, 32, is_training=False)
+    dataset = bert_pretraining_dataset(path, SEQ, PREDICTIONS, 32, is_training=False)
     ids = np.concatenate([f["input_word_ids"].numpy() for f, _ in dataset])
     assert len(ids) == counts[path]
     first = tf.train.Example.FromString(next(tf.data.TFRecordDataset(path).as_numpy_iterator()))
@@ -352,14 +366,14 @@ def test_written_records_read_back_as_written(books, vocab_file, tmp_path, token
 def test_records_of_other_lengths_are_rejected_clearly(tmp_path):
     google_records(tmp_path / "google.tfrecord", 2)
     with pytest.raises(ValueError, match="seq_length is 128"):
-        pretraining.bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), 128, PREDICTIONS, 2, is_training=False)
+        bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), 128, PREDICTIONS, 2, is_training=False)
 
 
 def first_ids_per_pipeline(pattern, is_training, take=None):
     seen = []
     for pipeline in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2)
-        dataset = pretraining.bert_pretraining_dataset(pattern, SEQ, PREDICTIONS, 3, is_training, input_context=context)
+        dataset = bert_pretraining_dataset(pattern, SEQ, PREDICTIONS, 3, is_training, input_context=context)
         dataset = dataset.take(take) if take else dataset
         seen.append({tuple(x) for f, _ in dataset for x in f["input_word_ids"].numpy()})
     return seen
@@ -384,7 +398,7 @@ def test_input_pipelines_read_disjoint_parts_that_cover_everything(tmp_path, num
 def test_dynamic_masking_has_the_structure_of_the_tfrecord_reader(tmp_path, tokenizer, sample_file):
     google_records(tmp_path / "google.tfrecord", 4)
     for is_training in (False, True):
-        records = pretraining.bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), SEQ, PREDICTIONS, 4, is_training)
+        records = bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), SEQ, PREDICTIONS, 4, is_training)
         dynamic = masking.dynamic_masking_dataset(sample_file, tokenizer, SEQ, PREDICTIONS, 4, is_training)
         assert dynamic.element_spec == records.element_spec
 
@@ -429,7 +443,7 @@ def test_dynamic_masks_are_80_percent_mask_10_random_10_kept(dynamic_batches, to
 
 def test_dynamic_labels_are_the_original_ids_and_masks_change_every_pass(dynamic_batches, books, tokenizer):
     files = sorted(str(p) for p in books.glob("*.txt"))
-    config = pretraining.PretrainingDataConfig(max_seq_length=SEQ, max_predictions_per_seq=20)
+    config = PretrainingDataConfig(max_seq_length=SEQ, max_predictions_per_seq=20)
     pairs = list(masking.segment_pairs(files, tokenizer, "prose", config, seed=3))
     restored = []
     for features, labels in dynamic_batches:
@@ -450,7 +464,7 @@ def test_dynamic_labels_are_the_original_ids_and_masks_change_every_pass(dynamic
 
 def test_dynamic_training_pairs_change_every_epoch(books, tokenizer):
     files = sorted(str(p) for p in books.glob("*.txt"))
-    config = pretraining.PretrainingDataConfig(max_seq_length=SEQ)
+    config = PretrainingDataConfig(max_seq_length=SEQ)
     epochs = [[p[0] for p in masking.segment_pairs(files, tokenizer, "prose", config, seed=0, epoch=e)] for e in (0, 1)]
     assert epochs[0] != epochs[1]
 
@@ -493,7 +507,7 @@ def test_causal_lm_blocks_are_the_token_stream_without_padding(gpt2_tokenizer, s
         documents = ["\n\n".join(text.paragraphs(read_text(p))) for p in sorted(short_books.glob("*.txt"))]
     else:
         pattern = sample_file
-        documents = [" ".join(d) for d in pretraining.read_documents([sample_file], "bert")]
+        documents = [" ".join(d) for d in read_documents([sample_file], "bert")]
     blocks = np.stack(list(causal_lm.token_blocks(pattern, gpt2_tokenizer, 32, input_format).as_numpy_iterator()))
     stream = whole_document_stream(gpt2_tokenizer, documents)  # tokenized whole, not piece by piece
     assert blocks.shape == (len(stream) // 33, 33)

@@ -12,7 +12,7 @@ import time
 
 from absl import app, flags
 
-from tfplm.data import masking, pretraining
+from tfplm.data import masking, pretraining_records
 from tfplm.tokenizers import WordPieceTokenizer
 
 FLAGS = flags.FLAGS
@@ -35,7 +35,7 @@ def rate(dataset):
 def main(argv):
     del argv
     tokenizer = WordPieceTokenizer(FLAGS.vocab_file)
-    records = pretraining.bert_pretraining_dataset(FLAGS.records, 128, 20, 32, is_training=True)
+    records = pretraining_records.bert_pretraining_dataset(FLAGS.records, 128, 20, 32, is_training=True)
     dynamic = masking.dynamic_masking_dataset(
         FLAGS.text, tokenizer, 128, 20, 32, is_training=True, input_format="prose"
     )

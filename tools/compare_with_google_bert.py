@@ -114,7 +114,9 @@ def main(argv):
     del argv
     import random
 
-    from tfplm.data import pretraining, text
+    from tfplm.data import text
+    from tfplm.data.bert_instances import PretrainingDataConfig
+    from tfplm.data.pretraining_records import create_pretraining_data
     from tfplm.tokenizers import WordPieceTokenizer
 
     files = text.expand_files(FLAGS.input)
@@ -133,7 +135,7 @@ def main(argv):
         instances, same_tokens, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, [google_path]
     )
 
-    config = pretraining.PretrainingDataConfig(
+    config = PretrainingDataConfig(
         max_seq_length=FLAGS.max_seq_length,
         max_predictions_per_seq=FLAGS.max_predictions_per_seq,
         masked_lm_prob=FLAGS.masked_lm_prob,
@@ -144,7 +146,7 @@ def main(argv):
         window_size=sys.maxsize,  # one window: the whole corpus, as the original
         cycle_length=1,
     )
-    (tfplm_path,) = pretraining.create_pretraining_data(
+    (tfplm_path,) = create_pretraining_data(
         files, FLAGS.vocab_file, os.path.join(FLAGS.output_dir, "tfplm"), config,
         input_format="bert", lowercase=FLAGS.do_lower_case,
     )

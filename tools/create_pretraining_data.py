@@ -5,7 +5,7 @@
         --max_seq_length=128 --max_predictions_per_seq=20 --dupe_factor=5 --num_shards=4
 
 Instances are google-research/bert's (same algorithm, feature names, dtypes
-and padding; see tfplm/data/pretraining.py), made in bounded memory: documents
+and padding; see tfplm/data/bert_instances.py), made in bounded memory: documents
 are processed `--window_size` at a time, over `--num_workers` processes. The
 same flags and seed give the same bytes, whatever `--num_workers`.
 """
@@ -19,7 +19,9 @@ import time  # noqa: E402
 
 from absl import flags  # noqa: E402
 
-from tfplm.data import pretraining, text  # noqa: E402
+from tfplm.data import text  # noqa: E402
+from tfplm.data.bert_instances import PretrainingDataConfig  # noqa: E402
+from tfplm.data.pretraining_records import create_pretraining_data  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Glob(s) of text files, comma-separated.", required=True)
@@ -58,7 +60,7 @@ def main(argv):
 
 
 def _create():
-    config = pretraining.PretrainingDataConfig(
+    config = PretrainingDataConfig(
         max_seq_length=FLAGS.max_seq_length,
         max_predictions_per_seq=FLAGS.max_predictions_per_seq,
         masked_lm_prob=FLAGS.masked_lm_prob,
@@ -70,7 +72,7 @@ def _create():
         cycle_length=FLAGS.cycle_length,
         sentences_per_document=FLAGS.sentences_per_document,
     )
-    return pretraining.create_pretraining_data(
+    return create_pretraining_data(
         text.expand_files(FLAGS.input),
         FLAGS.vocab_file,
         FLAGS.output,

@@ -28,7 +28,9 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tfplm import tasks  # noqa: E402
-from tfplm.data import pretraining, text  # noqa: E402
+from tfplm.data import text  # noqa: E402
+from tfplm.data.bert_instances import PretrainingDataConfig  # noqa: E402
+from tfplm.data.pretraining_records import create_pretraining_data  # noqa: E402
 from tfplm.export import exporter, report  # noqa: E402
 from tfplm.tokenizers import build_wordpiece_vocab  # noqa: E402
 from tfplm.training import trainer  # noqa: E402
@@ -62,10 +64,10 @@ def main(argv):
     print(f"{len(vocabulary)} WordPiece tokens -> {vocab_file} ({time.perf_counter() - start:.0f}s)")
 
     start = step("2. pretraining data")
-    config = pretraining.PretrainingDataConfig(
+    config = PretrainingDataConfig(
         max_seq_length=FLAGS.seq_length, max_predictions_per_seq=10, dupe_factor=3, window_size=50
     )
-    counts = pretraining.create_pretraining_data(
+    counts = create_pretraining_data(
         [books], vocab_file, os.path.join(out, "data", "books"), config, input_format="prose", num_shards=2
     )
     print(f"{sum(counts.values())} instances -> {os.path.join(out, 'data')} ({time.perf_counter() - start:.0f}s)")

@@ -17,7 +17,8 @@ would split the whole document.
 import tensorflow as tf
 
 from tfplm.data import text as text_lib
-from tfplm.data.pretraining import check_input_format
+from tfplm.data.documents import check_input_format
+from tfplm.data.pipeline import shard, shard_files
 
 _PIECES_PER_BATCH = 256
 
@@ -71,16 +72,12 @@ def token_blocks(file_pattern, tokenizer, seq_length, input_format="prose", inpu
 
     With `input_context`, each input pipeline reads its own files when there
     are at least as many files as pipelines; otherwise every pipeline reads
-    everything and keeps block `j` when `j % num_input_pipelines` is its id.
+    everything and keeps block `j` when `j % num_input_pipelines` is its id
+    (`pipeline.shard_files`).
     """
-    files = text_lib.expand_files(file_pattern)
-    num_pipelines = input_context.num_input_pipelines if input_context else 1
-    pipeline = input_context.input_pipeline_id if input_context else 0
-    shard_blocks = num_pipelines > 1 and len(files) < num_pipelines
-    if num_pipelines > 1 and not shard_blocks:
-        files = files[pipeline::num_pipelines]
+    files, blocks_context = shard_files(text_lib.expand_files(file_pattern), input_context)
     blocks = token_stream(files, tokenizer, input_format).rebatch(seq_length + 1, drop_remainder=True)
-    return blocks.shard(num_pipelines, pipeline) if shard_blocks else blocks
+    return shard(blocks, blocks_context)
 
 
 def causal_lm_dataset(

@@ -18,7 +18,9 @@ import random
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from tfplm.data.pretraining import InstanceMaker, PretrainingDataConfig, check_input_format, tokenized_windows
+from tfplm.data.bert_instances import InstanceMaker, PretrainingDataConfig
+from tfplm.data.documents import check_input_format, tokenized_windows
+from tfplm.data.pipeline import input_pipeline
 from tfplm.data.text import expand_files
 
 
@@ -96,7 +98,7 @@ def dynamic_masking_dataset(
         batch_size: examples per batch (per replica with `input_context`).
         is_training: new pairs every epoch, shuffle, repeat, drop the last
             partial batch.
-        input_format: "bert" or "prose" (see `pretraining.read_documents`).
+        input_format: "bert" or "prose" (see `documents.read_documents`).
         masked_lm_prob: fraction of the tokens to predict.
         input_context: a `tf.distribute.InputContext`; each input pipeline
             makes pairs from its own windows of documents.
@@ -106,7 +108,7 @@ def dynamic_masking_dataset(
 
     Returns:
         A dataset of (features, labels) with exactly the structure, dtypes and
-        shapes of `tfplm.data.pretraining.bert_pretraining_dataset`:
+        shapes of `tfplm.data.pretraining_records.bert_pretraining_dataset`:
         features = {"input_word_ids", "input_mask", "input_type_ids": int32
         [batch, seq_length], "masked_lm_positions": int32 [batch,
         max_predictions_per_seq]}; labels = {"masked_lm_ids": int32,
@@ -127,8 +129,7 @@ def dynamic_masking_dataset(
         window_size=window_size,
         cycle_length=cycle_length,
     )
-    num_pipelines = input_context.num_input_pipelines if input_context else 1
-    pipeline = input_context.input_pipeline_id if input_context else 0
+    pipeline, num_pipelines = input_pipeline(input_context)
     epochs = itertools.count()
 
     def generate():

@@ -1,7 +1,8 @@
 """tf.data building blocks every task's input pipeline shares.
 
 * `shard` and `per_replica_batch_size`: a dataset's share under a
-  `tf.distribute.InputContext` (one input pipeline per worker);
+  `tf.distribute.InputContext` (one input pipeline per worker); `shard_files`
+  for readers of many files (each pipeline its own files when there are enough);
 * `text_dataset` (also `tfplm.data.text_dataset`): raw texts (and labels),
   in memory or as a dataset, tokenized by a model's `BertPreprocessor` in the
   pipeline and batched by length, so short sentences do not pay for
@@ -23,6 +24,42 @@ def shard(dataset, input_context):
     if input_context and input_context.num_input_pipelines > 1:
         return dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     return dataset
+
+
+def input_pipeline(input_context):
+    """(this input pipeline's id, the number of input pipelines); (0, 1) without a context."""
+    if input_context:
+        return input_context.input_pipeline_id, input_context.num_input_pipelines
+    return 0, 1
+
+
+def shard_files(files, input_context):
+    """This input pipeline's files, and the context to `shard` what it reads from them.
+
+    With at least as many files as input pipelines, each pipeline reads its own
+    files (file `j` goes to pipeline `j % num_input_pipelines`) and keeps all it
+    reads. With fewer, every pipeline reads every file and keeps its share of
+    the elements: `shard(elements, context)` with the returned context.
+
+    Args:
+        files: a list of paths, in a fixed order.
+        input_context: a `tf.distribute.InputContext`, or None.
+
+    Returns:
+        (files, context): the files to read; None or `input_context`, for `shard`.
+
+    Example:
+    >>> context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1)
+    >>> shard_files(["a", "b", "c"], context)
+    (['b'], None)
+    >>> files, context = shard_files(["a"], context)  # every pipeline reads "a" ...
+    >>> [int(x) for x in shard(tf.data.Dataset.range(4), context)]  # ... and keeps its share
+    [1, 3]
+    """
+    pipeline, num_pipelines = input_pipeline(input_context)
+    if 1 < num_pipelines <= len(files):
+        return files[pipeline::num_pipelines], None
+    return files, input_context
 
 
 def per_replica_batch_size(global_batch_size, input_context):
