@@ -89,6 +89,9 @@ class GlueConfig:
     early_stopping_patience: int = 0
 
 
+SMALL_DATA = 10_000  # training examples below which BERT's default recipe is flagged
+
+
 class ClassificationTask(base.Task):
     """Sentence (pair) classification or regression on a `BertClassifier`."""
 
@@ -192,6 +195,18 @@ class ClassificationTask(base.Task):
 
     def train_steps(self):
         return self.config.trainer.train_steps or self.task_config.epochs * self.steps_per_epoch()
+
+    def build_optimizer(self, steps=None):
+        examples = self.num_examples("train")
+        rate = self.config.trainer.optimizer.learning_rate
+        if examples < SMALL_DATA and rate <= 3e-5 and (steps or self.train_steps()) * self.global_batch_size("train") < 3 * examples:
+            logging.warning(
+                "%d training examples, learning rate %g, fewer than 3 epochs: BERT's recipe underfits small "
+                "data (all-MiniLM-L6-v2 on 3,000 SST-2 sentences: dev accuracy 0.748 at 3e-5 x 1 epoch, 0.856 "
+                "at 1e-4 x 3 epochs); try trainer.optimizer.learning_rate=1e-4 and task.epochs=3 (README, Small data)",
+                examples, rate,
+            )
+        return super().build_optimizer(steps)
 
     def steps_per_loop(self):
         return self.config.trainer.steps_per_loop or self.steps_per_epoch()
