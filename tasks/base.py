@@ -75,9 +75,15 @@ class RuntimeConfig:
 
 @dataclasses.dataclass
 class ExperimentConfig:
-    """A task's config plus how to train it. `task` is the task's own dataclass;
-    `experiment` is the registered name it came from (written to config.yaml,
-    so a model_dir names its own experiment)."""
+    """A task's config plus how to train it.
+
+    Attributes:
+    task: the task's own dataclass.
+    trainer: see `TrainerConfig`.
+    runtime: see `RuntimeConfig`.
+    experiment: the registered name it came from (written to config.yaml, so
+        a model_dir names its own experiment).
+    """
 
     task: typing.Any
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)

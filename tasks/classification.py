@@ -42,10 +42,12 @@ class GlueConfig:
     glue_dir: GLUE's folder of TSV directories (CoLA/, SST-2/, ...).
     tfds_data_dir: read `glue/<task>` from TFDS instead (prepared there).
     train_file, validation_file, test_file: your own TSV/CSV/JSONL files
-        (task_name="custom"), with `text_column`, `text_b_column` (pairs),
-        `label_column`, `id_column` (test files) and `regression`.
-        Columns are header names (JSON keys) or 0-based numbers (negative:
-        from the end of the row); "" = none.
+        (task_name="custom").
+    text_column, text_b_column, label_column, id_column: the columns of
+        your files holding the text, the pair's second text, the label and
+        (test files) the example id: header names (JSON keys) or 0-based
+        numbers (negative: from the end of the row); "" = none.
+    regression: your labels are real-valued scores (one output, MSE loss).
     has_header: whether the TSV/CSV files start with a row of column names;
         null (default): they do unless every column is given by number. E.g.
         CoLA's raw files (source, label, original label, sentence; no header):
@@ -53,6 +55,9 @@ class GlueConfig:
     init_checkpoint: pretrained weights: any directory `from_pretrained` reads
         (tfplm, Hugging Face, Google BERT, keras-nlp). Empty: a random
         `preset` encoder with `vocab_file`.
+    preset: the architecture of a random encoder (no init_checkpoint).
+    vocab_file: vocab.txt of a random encoder, or of a checkpoint without one.
+    lowercase: vocab_file is uncased (lower-case and strip accents).
     seq_length: longest packed input; batches are padded to a length bucket.
     global_batch_size: training examples per step, over all replicas.
     epochs: training epochs (used when trainer.train_steps is 0).

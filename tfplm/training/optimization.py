@@ -21,6 +21,7 @@ class OptimizerConfig:
     decay: "linear", "polynomial" (with `power`) or "constant" after warmup.
     power: exponent of the polynomial decay.
     end_learning_rate: learning rate at the last step.
+    beta_1, beta_2, epsilon: Adam's moment decay rates and epsilon.
     clipnorm: global gradient-norm clipping; 0 disables it.
     """
 
