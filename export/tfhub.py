@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tfplm import publish
 from tfplm.models import BertEncoder
-from tfplm.tasks.serving import TOKENIZED_SPECS, UnsupportedExport, tf_variables
+from tfplm.tasks.serving import TOKENIZED_SPECS, UnsupportedExport, tf_variables, untracked
 from tfplm.tokenizers import WordPieceTokenizer
 from tfplm.tokenizers.wordpiece import pack_segments
 
@@ -73,7 +73,8 @@ class HubEncoder(tf.Module):
 
     def __init__(self, encoder):
         super().__init__(name="encoder")
-        self.encoder = encoder
+        with untracked(self):  # its variables are tracked below, once
+            self.encoder = encoder
         self.variables = tf_variables(encoder)
         self.trainable_variables = tf_variables(encoder, trainable_only=True)
         self.regularization_losses = []

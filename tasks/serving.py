@@ -18,6 +18,8 @@ and the tokenizer's resources.
 Examples are a dict {input name: list of str}, the names of `inputs`.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -49,6 +51,16 @@ def tf_variables(layer, trainable_only=False):
     return [w.value for w in weights]
 
 
+@contextlib.contextmanager
+def untracked(module):
+    """Attributes set in the block are not tracked by `module` (not saved with it)."""
+    module._setattr_tracking = False  # noqa: SLF001 - AutoTrackable's switch for this
+    try:
+        yield module
+    finally:
+        module._setattr_tracking = True  # noqa: SLF001
+
+
 def to_numpy(outputs):
     return {name: np.asarray(value) for name, value in outputs.items()}
 
@@ -73,8 +85,11 @@ class ServingHead(tf.Module):
                 f"this {type(model).__name__} has no tokenizer, so it cannot take raw text: load it with "
                 "from_pretrained(...) or build it with its preprocessor"
             )
-        self.model = model
         self.model_variables = tf_variables(model)
+        # The model itself stays untracked: its Keras variables would save
+        # every weight a second time beside `model_variables`.
+        with untracked(self):
+            self.model = model
 
     def predict(self, **inputs):
         """In-graph outputs for raw string inputs (tf.string [batch] each)."""
