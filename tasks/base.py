@@ -24,7 +24,6 @@ import os
 import typing
 
 import keras
-import tensorflow as tf
 from absl import logging
 
 from tfplm import publish

@@ -178,8 +178,6 @@ def _last(ids, keep):
     return tf.gather(ids, positions, batch_dims=1)
 
 
-
-
 def gpt_pretraining_experiment():
     config = PretrainingConfig(
         model=ModelConfig(preset="gpt_nano"),
