@@ -28,7 +28,7 @@ from absl import logging
 
 from tfplm import publish
 from tfplm.training.optimization import OptimizerConfig, build_optimizer
-from tfplm.training.trainer import BEST_DIR  # noqa: F401  (re-exported for task modules)
+from tfplm.training.trainer import BEST_DIR
 
 
 @dataclasses.dataclass
@@ -215,9 +215,9 @@ def check_vocabulary_fits(tokenizer, checkpoint, source):
 
 class SaveBest(keras.callbacks.Callback):
     """Writes the model in tfplm's pretrained format (`save_pretrained`) to
-    `directory` each time `monitor` improves: the run's best model, complete
-    with its preprocessing and label names, for `--mode=predict`, export and
-    fine-tuning (`from_pretrained(directory)`).
+    `model_dir/best` each time `monitor` improves: the run's best model,
+    complete with its preprocessing and label names, for `--mode=predict`,
+    export and fine-tuning (`trainer.load_trained` reads it).
 
     The metric value is kept beside the weights (`best_metric.txt`), published
     together with them, so a resumed run only replaces the model with a better one.
@@ -225,11 +225,11 @@ class SaveBest(keras.callbacks.Callback):
 
     METRIC_FILE = "best_metric.txt"
 
-    def __init__(self, directory, monitor, mode="max"):
+    def __init__(self, model_dir, monitor, mode="max"):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode={mode!r}; expected 'max' or 'min'")
-        self.directory = directory
+        self.directory = os.path.join(model_dir, BEST_DIR)
         self.monitor = monitor
         self.better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
         self.best = None

@@ -103,6 +103,7 @@ class ClassificationTask(base.Task):
     def __init__(self, config):
         super().__init__(config)
         self._examples = {}
+        self._tfds_counts = {}
 
     # --- data ---------------------------------------------------------------
 
@@ -188,9 +189,13 @@ class ClassificationTask(base.Task):
         return self.examples(split).to_dataset()
 
     def num_examples(self, split):
-        if self.task_config.tfds_data_dir:
-            return int(self._raw_dataset(split).reduce(0, lambda n, _: n + 1))
-        return len(self.examples(split))
+        if not self.task_config.tfds_data_dir:
+            return len(self.examples(split))
+        if split not in self._tfds_counts:  # asked for by steps, the optimizer and reports: count once
+            dataset = self._raw_dataset(split)
+            count = int(dataset.cardinality())
+            self._tfds_counts[split] = count if count >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
+        return self._tfds_counts[split]
 
     def global_batch_size(self, split):
         return self.task_config.global_batch_size
@@ -302,7 +307,7 @@ class ClassificationTask(base.Task):
     def build_callbacks(self, model_dir):
         """Keeps the model with the best main metric in `model_dir/best`; optional early stopping."""
         monitor = f"val_{self.main_metric}"
-        callbacks = [base.SaveBest(os.path.join(model_dir, base.BEST_DIR), monitor)]
+        callbacks = [base.SaveBest(model_dir, monitor)]
         if self.task_config.early_stopping_patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=self.task_config.early_stopping_patience)
