@@ -59,5 +59,9 @@ setup(
             "nbformat>=5.10",
             "ipykernel>=6.29",
         ],
+        # The other side of tools/benchmark_serving.py (and of the reference fixtures):
+        # never imported by tfplm itself. The CPU build of PyTorch is enough.
+        # torch pulls in a setuptools without pkg_resources, which tensorflow-hub (test) imports.
+        "reference": ["torch>=2.4", "transformers>=4.45", "setuptools<81"],
     },
 )

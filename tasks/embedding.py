@@ -13,7 +13,8 @@ from tfplm.tasks import base, serving
 
 class EncoderHead(serving.BertTextHead):
     """Serves a `BertEncoder`: raw text in; `pooled_output` [batch, hidden] and
-    `sequence_output` [batch, seq, hidden] out."""
+    `sequence_output` [batch, length, hidden] out, where length is the
+    request's longest packed text (at most `seq_length`; TFLite: `seq_length`)."""
 
     main_output = "pooled_output"
 

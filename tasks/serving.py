@@ -217,8 +217,11 @@ class BertTextHead(ServingHead):
         return self.outputs({name: tf.cast(inputs[name], tf.int32) for name in BERT_INPUTS})
 
     def predict(self, **inputs):
+        # Padded to the request's longest text, not seq_length: the outputs
+        # are the same, and short texts cost only their own length.
         segments = tuple(inputs[name] for name in self.inputs)
-        return self._tokenized(self.preprocessor(segments if self.preprocessor.pair else segments[0]))
+        text = segments if self.preprocessor.pair else segments[0]
+        return self._tokenized(self.preprocessor(text, pad_to_longest=True))
 
     def signatures(self):
         signatures = super().signatures()

@@ -206,14 +206,19 @@ class WordPieceTokenizer(keras.layers.Layer):
         return config
 
 
-def pack_segments(segments, seq_length, cls_token_id, sep_token_id, pad_token_id=0):
+def pack_segments(segments, seq_length, cls_token_id, sep_token_id, pad_token_id=0, pad_to_longest=False):
     """`[CLS] A [SEP] (B [SEP])`, trimmed round-robin to `seq_length` and padded.
 
     Args:
         segments: an int RaggedTensor [batch, None], or a list/tuple of one or two.
+        pad_to_longest: pad to the batch's longest packed row (at most
+            `seq_length`) instead of `seq_length`. The encoder's outputs at
+            real tokens are the same (padding is masked out of attention);
+            serving a 25-token sentence then costs 25 tokens, not 128.
 
     Returns:
-        dict of int32 [batch, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
+        dict of int32 [batch, length]: `input_word_ids`, `input_mask`,
+        `input_type_ids`; length is `seq_length`, or the longest row's.
     """
     if isinstance(segments, (tf.RaggedTensor, tf.Tensor)):
         segments = [segments]
@@ -226,8 +231,12 @@ def pack_segments(segments, seq_length, cls_token_id, sep_token_id, pad_token_id
     budget = seq_length - 1 - len(segments)
     trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
     ids, type_ids = tf_text.combine_segments(trimmed, cls_token_id, sep_token_id)
-    word_ids, mask = tf_text.pad_model_inputs(ids, seq_length, pad_value=pad_token_id)
-    type_ids, _ = tf_text.pad_model_inputs(type_ids, seq_length, pad_value=0)
+    if pad_to_longest:
+        word_ids, mask = ids.to_tensor(pad_token_id), tf.ones_like(ids).to_tensor(0)
+        type_ids = type_ids.to_tensor(0)
+    else:
+        word_ids, mask = tf_text.pad_model_inputs(ids, seq_length, pad_value=pad_token_id)
+        type_ids, _ = tf_text.pad_model_inputs(type_ids, seq_length, pad_value=0)
     # Keys in sorted order, like BertEncoder's inputs: Keras matches nested
     # dicts by their flattened order.
     return {
@@ -249,9 +258,12 @@ class BertPreprocessor(keras.layers.Layer):
 
     Call args:
         text: tf.string [batch], or a tuple (text_a, text_b) for pair tasks.
+        pad_to_longest: pad to the batch's longest row (at most `seq_length`),
+            as serving signatures do, instead of to `seq_length`.
 
     Returns:
-        dict of int32 [batch, seq_length]: `input_word_ids`, `input_mask`, `input_type_ids`.
+        dict of int32 [batch, seq_length] (or [batch, longest]):
+        `input_word_ids`, `input_mask`, `input_type_ids`.
     """
 
     def __init__(self, tokenizer, seq_length=128, pair=False, **kwargs):
@@ -265,16 +277,21 @@ class BertPreprocessor(keras.layers.Layer):
     def build(self, text_shape=None):
         self.built = True  # stateless: the tokenizer holds the vocabulary
 
-    def call(self, text):
+    def call(self, text, pad_to_longest=False):
         texts = list(text) if isinstance(text, (tuple, list)) else [text]
         t = self.tokenizer
         return pack_segments(
-            [t.tokenize(x) for x in texts], self.seq_length, t.cls_token_id, t.sep_token_id, t.pad_token_id
+            [t.tokenize(x) for x in texts],
+            self.seq_length,
+            t.cls_token_id,
+            t.sep_token_id,
+            t.pad_token_id,
+            pad_to_longest=pad_to_longest,
         )
 
-    def compute_output_spec(self, text):
+    def compute_output_spec(self, text, pad_to_longest=False):
         first = text[0] if isinstance(text, (tuple, list)) else text
-        shape = (first.shape[0], self.seq_length)
+        shape = (first.shape[0], None if pad_to_longest else self.seq_length)
         return {
             name: keras.KerasTensor(shape, dtype="int32")  # one distinct tensor per output
             for name in ("input_mask", "input_type_ids", "input_word_ids")
