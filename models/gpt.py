@@ -106,33 +106,55 @@ class GPT(PretrainedMixin, generation.CompiledDecoding, keras.Model):
         """A randomly initialised GPT of the named architecture ("gpt_*" presets)."""
         return cls(**{**get_preset(name, "gpt").config, **overrides})
 
+    def with_dtype(self, dtype):
+        """A copy of this GPT whose weights and compute are in `dtype`.
+
+        E.g. `gpt.with_dtype("bfloat16")` for decoding: a step reads every
+        weight once per token, so bfloat16 variables halve the bytes read (a
+        "mixed_bfloat16" policy keeps float32 variables and casts them every
+        step, which reads more, not less). LayerNorm and softmax still compute
+        in float32 and logits come out float32. The copy shares no variables
+        with this GPT; `decode_jit_compile` and the tokenizer carry over.
+        """
+        copy = type(self).from_config({**self.get_config(), "dtype": dtype})
+        copy.set_weights(self.get_weights())
+        copy.decode_jit_compile = self.decode_jit_compile
+        return copy
+
     # --- incremental decoding ---------------------------------------------
 
     def empty_cache(self, batch_size, length):
-        """Zeros [batch, layers, 2 (keys, values), length, heads, head_size]."""
+        """One (keys, values) pair per layer, zeros [batch, heads, length, head_size].
+
+        Separate tensors per layer, not one stacked [batch, layers, 2, ...]
+        tensor: a decoding step then writes one position of each, where a
+        stacked cache is sliced apart and restacked (copied whole) every step.
+        """
         head_size = self.hidden_size // self.num_heads
-        return ops.zeros(
-            (batch_size, self.num_layers, 2, length, self.num_heads, head_size),
-            dtype=self.compute_dtype,
+        shape = (batch_size, self.num_heads, length, head_size)
+        # The layers' dtype: a functional Model's own policy stays float32
+        # whatever `dtype` it was built with, and a float32 cache in a
+        # bfloat16 model reads twice the bytes (and changes dtype on write).
+        dtype = self.embedding.compute_dtype
+        return tuple(
+            (ops.zeros(shape, dtype), ops.zeros(shape, dtype))
+            for _ in range(self.num_layers)
         )
 
     def next_logits(self, token_ids, cache, index):
         """Logits after the last of `token_ids`, which start at position `index`.
 
-        Writes the new tokens' keys and values into `cache` and attends over
-        positions <= each token's own; returns (logits [batch, vocab], cache).
+        Writes the new tokens' keys and values into `cache` (from
+        `empty_cache`) and attends over positions <= each token's own;
+        returns (logits [batch, vocab], cache).
         """
         x = self.embedding(token_ids, start_index=index)
-        layer_caches = []
-        for i, block in enumerate(self.blocks):
-            x, layer_cache = block(
-                x,
-                self_attention_cache=cache[:, i],
-                cache_update_index=index,
-            )
-            layer_caches.append(layer_cache)
-        logits = self.embedding.logits(self.final_norm(x[:, -1:, :]))[:, 0, :]
-        return ops.cast(logits, "float32"), ops.stack(layer_caches, axis=1)
+        new_cache = []
+        for block, layer_cache in zip(self.blocks, cache):
+            x, layer_cache = block(x, self_attention_cache=tuple(layer_cache), cache_update_index=index)
+            new_cache.append(tuple(layer_cache))
+        logits = self.embedding.logits(self.final_norm(x[:, -1, :]))
+        return ops.cast(logits, "float32"), tuple(new_cache)
 
     def initial_cache(self, token_ids, context):
         """The empty cache for decoding `token_ids` [batch, total_length] (no context)."""

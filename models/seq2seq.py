@@ -164,38 +164,40 @@ class Seq2SeqTransformer(generation.CompiledDecoding, keras.Model):
     def initial_cache(self, token_ids, context):
         """The decoding cache for target `token_ids` [batch, total_length] given
         `context` = (source ids, source mask): empty self-attention keys/values,
-        and the encoder's keys/values, computed once rather than per target token."""
+        and the encoder's keys/values, computed once rather than per target token.
+
+        Per layer a (keys, values) pair of [batch, heads, length, head_size]
+        tensors, as `GPT.empty_cache` (which says why)."""
         source, source_mask = context
         encoder_output = self.encode(source, source_mask)
         head_size = self.hidden_size // self.num_heads
         shape = tf.shape(token_ids)
-        cross = [
-            block.cross_attention_layer.compute_cross_attention_cache(encoder_output)
+        cross = tuple(
+            block.cross_attention_layer.compute_cross_attention_cache(encoder_output, heads_first=True)
             for block in self.decoder_blocks
-        ]
-        return {
-            "cross": ops.stack(cross, axis=1),
-            "self": ops.zeros(
-                (shape[0], self.num_decoder_layers, 2, shape[1], self.num_heads, head_size), self.compute_dtype
-            ),
-            "source_mask": source_mask,
-        }
+        )
+        self_shape = (shape[0], self.num_heads, shape[1], head_size)
+        empty = tuple(
+            (ops.zeros(self_shape, self.compute_dtype), ops.zeros(self_shape, self.compute_dtype))
+            for _ in self.decoder_blocks
+        )
+        return {"cross": cross, "self": empty, "source_mask": source_mask}
 
     def next_logits(self, token_ids, cache, index):
         """Logits after the last target token of `token_ids` (see `GPT.next_logits`)."""
         x = self.embedding(token_ids, start_index=index)
-        layer_caches = []
-        for i, block in enumerate(self.decoder_blocks):
-            x, layer_cache = block(
+        self_caches = []
+        for block, self_cache, cross_cache in zip(self.decoder_blocks, cache["self"], cache["cross"]):
+            x, self_cache = block(
                 x,
                 encoder_padding_mask=cache["source_mask"],
-                self_attention_cache=cache["self"][:, i],
+                self_attention_cache=tuple(self_cache),
                 cache_update_index=index,
-                cross_attention_cache=cache["cross"][:, i],
+                cross_attention_cache=tuple(cross_cache),
             )
-            layer_caches.append(layer_cache)
+            self_caches.append(tuple(self_cache))
         logits = ops.cast(self.embedding.logits(x[:, -1, :]), "float32")
-        return logits, {**cache, "self": ops.stack(layer_caches, axis=1)}
+        return logits, {**cache, "self": tuple(self_caches)}
 
     def get_config(self):
         return {

@@ -124,6 +124,7 @@ class GeneratorHead(serving.ServingHead):
                 return generation.decode(
                     self.model.next_logits, token_ids, prompt_mask, self.model.empty_cache(batch, total), s,
                     stop_token_id=end, pad_token_id=end, seed=seed,
+                    jit_compile=bool(self.model.decode_jit_compile),
                 )
 
             return decode

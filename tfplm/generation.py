@@ -128,8 +128,45 @@ def get_sampler(sampler, **kwargs):
     return SAMPLERS[sampler](**kwargs)
 
 
+def _loop(cond, body, loop_vars, jit_compile):
+    """`tf.while_loop`, optionally compiled by XLA as one cluster.
+
+    Only the token loop is compiled, not the prefill before it: the prefill's
+    length (the shortest prompt) is a value, not a shape, which XLA cannot
+    compile, while every shape in the loop is fixed by the inputs'. XLA keeps
+    the cache in place (a non-XLA step copies each cache tensor it writes)
+    but its CPU matrix products are slower than oneDNN's; see
+    `CompiledDecoding.decode_jit_compile`.
+    """
+
+    def run(*loop_vars):
+        return tf.while_loop(cond, body, loop_vars)
+
+    if jit_compile:
+        run = tf.function(run, jit_compile=True, autograph=False)
+    return run(*loop_vars)
+
+
+def _column(token_ids, index):
+    """`token_ids[:, index : index + 1]`, with a static length of 1.
+
+    Under XLA a slice between two computed bounds has a padded, dynamic
+    length, and `x[:, -1]` of what the model computes from it then reads the
+    padding; one indexed column has a length XLA knows.
+    """
+    return token_ids[:, index][:, None]
+
+
 def decode(
-    next_logits, token_ids, prompt_mask, cache, sampler, stop_token_id=None, pad_token_id=0, seed=0
+    next_logits,
+    token_ids,
+    prompt_mask,
+    cache,
+    sampler,
+    stop_token_id=None,
+    pad_token_id=0,
+    seed=0,
+    jit_compile=False,
 ):
     """Fills the non-prompt positions of `token_ids` one token at a time.
 
@@ -143,13 +180,21 @@ def decode(
         stop_token_id: optional; a row stops after generating it and the rest
             of the row becomes `pad_token_id`.
         seed: int32 scalar; with the step number it seeds stateless sampling.
+        jit_compile: compile the token loop with XLA.
 
     Returns:
         int32 [batch, total_length].
     """
     if isinstance(sampler, BeamSampler):
         return _beam_search(
-            next_logits, token_ids, prompt_mask, cache, sampler, stop_token_id, pad_token_id
+            next_logits,
+            token_ids,
+            prompt_mask,
+            cache,
+            sampler,
+            stop_token_id,
+            pad_token_id,
+            jit_compile,
         )
     total_length = tf.shape(token_ids)[1]
     # Positions a stopped row never reaches must hold padding, not leftovers.
@@ -176,15 +221,17 @@ def decode(
         return (index < total_length - 1) & ~tf.reduce_all(done)
 
     def body(index, token_ids, cache, done):
-        logits, cache = next_logits(token_ids[:, index : index + 1], cache, index)
+        logits, cache = next_logits(_column(token_ids, index), cache, index)
         token_ids, done = write(token_ids, done, logits, index + 1)
         return index + 1, token_ids, cache, done
 
-    _, token_ids, _, _ = tf.while_loop(cond, body, (start, token_ids, cache, done))
+    _, token_ids, _, _ = _loop(cond, body, (start, token_ids, cache, done), jit_compile)
     return token_ids
 
 
-def _beam_search(next_logits, token_ids, prompt_mask, cache, sampler, stop_token_id, pad_token_id):
+def _beam_search(
+    next_logits, token_ids, prompt_mask, cache, sampler, stop_token_id, pad_token_id, jit_compile
+):
     """Beam search with forced prompt tokens; beams live in a [batch * beams] batch."""
     beams = sampler.num_beams
     batch = tf.shape(token_ids)[0]
@@ -232,14 +279,14 @@ def _beam_search(next_logits, token_ids, prompt_mask, cache, sampler, stop_token
         return (index < total_length - 1) & ~tf.reduce_all(finished)
 
     def body(index, token_ids, cache, scores, finished):
-        logits, cache = next_logits(token_ids[:, index : index + 1], cache, index)
+        logits, cache = next_logits(_column(token_ids, index), cache, index)
         token_ids, cache, scores, finished = step(
             index + 1, token_ids, cache, scores, finished, logits
         )
         return index + 1, token_ids, cache, scores, finished
 
-    _, token_ids, _, scores, _ = tf.while_loop(
-        cond, body, (start, token_ids, cache, scores, finished)
+    _, token_ids, _, scores, _ = _loop(
+        cond, body, (start, token_ids, cache, scores, finished), jit_compile
     )
     best = tf.argmax(tf.reshape(scores, [batch, beams]), axis=1, output_type=tf.int32)
     return tf.gather(tf.reshape(token_ids, [batch, beams, -1]), best, batch_dims=1)
@@ -280,15 +327,26 @@ class CompiledDecoding:
     further inputs that decoding needs, whose specs are the class attribute
     `decode_context` (a seq2seq model's source ids and mask; none for GPT).
     Batch size and lengths are graph inputs, so repeated calls never retrace.
+
+    `decode_jit_compile` (default False) compiles the token loop with XLA
+    (see `_loop`); set it on an instance. Off by default because it has not
+    been seen to win: on a loaded 2-core AVX-512 CPU (TF 2.21, gpt2_small,
+    greedy, 32 + 128 tokens, `tools/benchmark_generation.py
+    --jit_compile=false,true`) it was within noise at batch 1 (19.1 against
+    17.7 tokens/s) and slower at batch 8 (88 against 124 tokens/s), and XLA
+    compiles the loop again for every new batch size and output length.
+    No GPU has been measured.
     """
 
     decode_context = ()
+    decode_jit_compile = False
 
     def _decode_function(self, sampler, stop_token_id):
         """The compiled `(token_ids, prompt_mask, seed, context) -> token_ids` graph."""
         if not hasattr(self, "_decode_functions"):
             self._decode_functions = {}
-        key = (sampler.cache_key(), stop_token_id)
+        jit_compile = bool(self.decode_jit_compile)
+        key = (sampler.cache_key(), stop_token_id, jit_compile)
         if key not in self._decode_functions:
             pad_token_id = 0 if stop_token_id is None else stop_token_id
 
@@ -310,6 +368,7 @@ class CompiledDecoding:
                     stop_token_id=stop_token_id,
                     pad_token_id=pad_token_id,
                     seed=seed,
+                    jit_compile=jit_compile,
                 )
 
             self._decode_functions[key] = run
