@@ -43,14 +43,15 @@ float32.
 
 Quantization (`QUANTIZATIONS`): "none" (float32), "float16" (float16 weights,
 float32 compute), "dynamic_int8" (int8 weights, activations quantized on the
-fly) and "int8" (full integer: activations calibrated on
-`representative_texts`; ops without an int8 kernel stay float, see `convert`;
-"ids" flavour only).
-Inputs stay int32 ids (or strings) and outputs float32 in every case. Prefer
-"dynamic_int8": full int8 is coarse for these models because the attention
-layers fill masked scores with -1e9, which takes the int8 range of the
-attention scores (a fine-tuned MiniLM on the 872 SST-2 dev sentences: 99.2%
-label agreement with float32 for dynamic_int8, 74% for int8).
+fly) and "int8" (int8 weights and embeddings; the attention projections run
+int8 x int8 on activation ranges calibrated on `representative_texts`, the
+other matmuls quantize their inputs on the fly; attention scores, softmax,
+LayerNorm, GELU and residual adds stay float32: see `_INT8_OP_TYPES`).
+Inputs stay int32 ids (or strings) and outputs float32 in every case. Full
+integer int8 (every activation int8) is not offered: on BERT models it loses
+labels (a fine-tuned MiniLM on the 872 SST-2 dev sentences: 71% label agreement
+with float32; "int8" as above 98.5%, "dynamic_int8" 98.9%; both at a quarter
+of the float32 size and several times its speed, tools/benchmark_tflite.py).
 
 `TFLiteModel(path)` runs a file on a batch of texts and returns numpy arrays.
 """
@@ -100,30 +101,153 @@ def _first_line(error):
     return lines[0][:300] if lines else type(error).__name__
 
 
-def _to_tflite(function, weights, flavour, quantize, representative_dataset):
-    """Converts the function; returns (flatbuffer bytes, note on what int8 did or None)."""
-    concrete = function.get_concrete_function()
+# Full-integer int8 (every activation calibrated to one int8 scale per tensor)
+# loses labels on BERT models: a fine-tuned MiniLM agreed with float32 on 71% of
+# the 872 SST-2 dev sentences. TFLite's quantization debugger and per-op-type
+# denylists on that model (tools/benchmark_tflite.py; BENCHMARKS.md) found:
+# the -1e9 mask fill takes the whole range of the attention scores (int8 with
+# attention in float: 90.6%); LayerNorm's variance/rsqrt and the residual
+# stream's outlier channels (feed-forward outputs span ±115 while most values
+# are ±1) break int8 everywhere after that (only the matmuls in int8: 94.5%;
+# with the feed-forward down-projections' activations in float: 98.0%). So
+# "int8" keeps int8 where it is cheap in accuracy and carries the size and speed:
+# every matmul weight and the embedding tables are int8; the attention
+# projections (query, key, value, output) run int8 x int8 with calibrated
+# activation ranges; the other matmuls quantize their inputs per row on the fly
+# (int8 weights, float32 outputs); attention scores, mask, softmax, LayerNorm,
+# GELU and the residual adds stay float32 (a small share of the time).
+_INT8_OP_TYPES = ("FULLY_CONNECTED", "GATHER")  # kept int8 by the quantizer
+_INT8_STATIC_MATMULS = ("attention",)  # FULLY_CONNECTED ops whose output tensor name holds one: calibrated int8
 
-    def converter(supported_ops):
-        c = tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights)
-        c.target_spec.supported_ops = supported_ops
+
+def _op_list(content):
+    """[(op name, first output tensor name)] of a flatbuffer."""
+    interpreter = _custom_op_interpreter(model_content=content)
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], tensors.get(op["outputs"][0], "")) for op in interpreter._get_ops_details()]  # noqa: SLF001
+
+
+def _int8_weights_for_float_matmuls(content):
+    """Float FULLY_CONNECTED ops get int8 weights (symmetric, one scale per output
+    channel) and quantize their float inputs per row at run time: TFLite's
+    dynamic-range ("hybrid") kernels, as in quantize="dynamic_int8". Returns
+    (flatbuffer bytes, number of ops changed)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    fully_connected = {
+        i
+        for i, code in enumerate(model.operatorCodes)
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.FULLY_CONNECTED
+    }
+    changed = 0
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            if op.opcodeIndex not in fully_connected or len(op.inputs) < 2:
+                continue
+            inputs, kernel = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+            data = model.buffers[kernel.buffer].data
+            if inputs.type != schema.TensorType.FLOAT32 or kernel.type != schema.TensorType.FLOAT32 or data is None:
+                continue
+            values = np.frombuffer(bytes(data), np.float32).reshape([int(n) for n in kernel.shape])
+            scale = np.maximum(np.abs(values).max(axis=1), np.finfo(np.float32).tiny) / 127.0
+            quantized = np.clip(np.round(values / scale[:, None]), -127, 127).astype(np.int8)
+            model.buffers[kernel.buffer].data = np.frombuffer(quantized.tobytes(), np.uint8)
+            kernel.type = schema.TensorType.INT8
+            kernel.quantization = schema.QuantizationParametersT()
+            kernel.quantization.scale = scale.astype(np.float32).tolist()
+            kernel.quantization.zeroPoint = [0] * len(scale)
+            kernel.quantization.quantizedDimension = 0
+            op.builtinOptions.asymmetricQuantizeInputs = True
+            changed += 1
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
+
+
+def _quantize_int8(calibrated):
+    """The "int8" file from a calibrated flatbuffer (see `_INT8_OP_TYPES`)."""
+    from tensorflow.lite.python import convert as tflite_convert
+
+    ops = _op_list(calibrated)
+    denylisted_ops = sorted({name for name, _ in ops} - set(_INT8_OP_TYPES))
+    dynamic = [
+        output
+        for name, output in ops
+        if name == "FULLY_CONNECTED" and not any(word in output for word in _INT8_STATIC_MATMULS)
+    ]
+    # What tf.lite.experimental.QuantizationDebugger.get_nondebug_quantized_model
+    # runs, minus its debug model: the quantizer with ops left in float.
+    content = tflite_convert.mlir_quantize(calibrated, denylisted_ops=denylisted_ops, denylisted_nodes=dynamic)
+    content, changed = _int8_weights_for_float_matmuls(content)
+    static = sum(1 for name, _ in ops if name == "FULLY_CONNECTED") - changed
+    note = (
+        f"mixed int8: int8 weights and embeddings; {static} attention matmuls int8 x int8 with calibrated ranges, "
+        f"{changed} other matmuls with dynamically quantized inputs; attention scores, softmax, LayerNorm, "
+        "GELU and residual adds in float32"
+    )
+    return content, note
+
+
+def _calibration_stats(content):
+    """{tensor name: (min, max)} that calibration recorded in a flatbuffer."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    return {
+        tensor.name: (list(tensor.quantization.min), list(tensor.quantization.max))
+        for graph in model.subgraphs
+        for tensor in graph.tensors
+        if tensor.quantization is not None and tensor.quantization.min is not None
+    }
+
+
+def _with_calibration_stats(content, stats):
+    """`content` with the ranges of `stats` on its tensors of the same names; returns (bytes, tensors set)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    done = 0
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if tensor.name in stats and tensor.quantization is not None and tensor.quantization.min is not None:
+                tensor.quantization.min, tensor.quantization.max = stats[tensor.name]
+                done += 1
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), done
+
+
+def _to_tflite(function, weights, flavour, quantize, representative_dataset, ids_function=None, text_example=None):
+    """Converts the function; returns (flatbuffer bytes, note on what int8 did or None).
+
+    int8 calibrates the "ids" function (`ids_function` for the "text"
+    flavour) on `representative_dataset`. TensorFlow's calibrator does not
+    feed string inputs reliably (ranges changed with the order of the texts),
+    so a "text" file takes the ids file's ranges, tensor by tensor (the model
+    part of both graphs has the same tensor names), after a calibration run on
+    `text_example` that only records which tensors need ranges."""
+
+    def converter(fn, flavour, representative=None):
+        c = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], weights)
         c.allow_custom_ops = flavour == "text"  # tensorflow_text's TFLite ops, nothing else
         if quantize != "none":
             c.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             c.target_spec.supported_types = [tf.float16]
         if quantize == "int8":
-            c.representative_dataset = representative_dataset
+            c.representative_dataset = representative
+            c._experimental_calibrate_only = True  # noqa: SLF001 - the min/max stats, quantized below
+            if flavour == "text":
+                c.target_spec._experimental_custom_op_registerers = list(tf_text.tflite_registrar.SELECT_TFTEXT_OPS)  # noqa: SLF001
         return c
 
     if quantize != "int8":
-        return converter([tf.lite.OpsSet.TFLITE_BUILTINS]).convert(), None
-    try:
-        return converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]).convert(), "full integer (TFLITE_BUILTINS_INT8)"
-    except Exception as error:  # noqa: BLE001 - the converter raises several types
-        note = f"mixed: ops without an int8 kernel stay float32 (TFLITE_BUILTINS_INT8 failed: {_first_line(error)})"
-        logging.warning("full-integer int8 conversion: %s", note)
-    return converter([tf.lite.OpsSet.TFLITE_BUILTINS]).convert(), note
+        return converter(function, flavour).convert(), None
+    calibrated = converter(ids_function or function, "ids", representative_dataset).convert()
+    if flavour == "text":
+        stats = _calibration_stats(calibrated)
+        calibrated = converter(function, "text", lambda: iter([text_example])).convert()
+        calibrated, done = _with_calibration_stats(calibrated, stats)
+        logging.info("int8 text flavour: %d of the ids file's %d calibrated ranges applied", done, len(stats))
+    return _quantize_int8(calibrated)
 
 
 def _custom_op_interpreter(**kwargs):
@@ -206,14 +330,14 @@ def convert(
         output_path: the .tflite file to write; its directory is created.
         flavour: "ids" (token ids in, builtin ops only) or "text" (strings
             in, tensorflow_text custom ops).
-        quantize: one of `QUANTIZATIONS`; "int8" for the "ids" flavour only.
+        quantize: one of `QUANTIZATIONS`.
         seq_length: the static sequence length; defaults to that of
             `model.preprocessor` (at most the encoder's max_length).
         representative_texts: sentences (or (text_a, text_b) pairs for a
             sentence-pair model) to calibrate int8 activations on; required for
-            "int8", a few hundred from the training data is typical. Tried
-            first with int8 kernels only (TFLITE_BUILTINS_INT8); when some op
-            has none, it is logged and that op stays float32.
+            "int8", a few hundred from the training data is typical. They
+            are tokenized and fed to the "ids" function; a "text" file takes
+            the ranges so found (`_to_tflite`).
 
     Returns:
         `output_path`.
@@ -232,13 +356,6 @@ def convert(
         raise ValueError(f"flavour={flavour!r}; expected one of {FLAVOURS}")
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize={quantize!r}; expected one of {QUANTIZATIONS}")
-    if quantize == "int8" and flavour == "text":
-        raise ValueError(
-            "quantize='int8' is for flavour='ids' only: TensorFlow's calibrator feeds string inputs "
-            "inconsistently (calibrated ranges change with the order of the texts and differ from the "
-            "ids flavour's on the same sentences). Use flavour='ids' for int8, or quantize='dynamic_int8' "
-            "for the text flavour"
-        )
     if quantize == "int8" and not representative_texts:
         raise ValueError(
             "quantize='int8' calibrates activations on real inputs: pass representative_texts= "
@@ -267,15 +384,21 @@ def convert(
     # of constants (so quantization skips them), and tracking the model would
     # bring its tokenizer's hash table, whose initializer TFLite cannot run.
     weights.variables_to_export = [getattr(w, "value", w) for w in model.weights]
-    representative = None
+    representative = ids_function = text_example = None
     if quantize == "int8":
         representative = _representative_dataset(head.inputs, tokenizer, representative_texts, seq_length)
+        if flavour == "text":
+            ids_function, _ = head.tflite_function("ids", seq_length)
+            first = _as_segments(representative_texts[0], head.inputs)
+            text_example = {name: np.array([text], dtype=object) for name, text in zip(head.inputs, first)}
     logging.info(
         "converting %s to TFLite: flavour=%s quantize=%s seq_length=%d",
         type(model).__name__, flavour, quantize, seq_length,
     )
     try:
-        content, int8_note = _to_tflite(function, weights, flavour, quantize, representative)
+        content, int8_note = _to_tflite(
+            function, weights, flavour, quantize, representative, ids_function, text_example
+        )
     except Exception as error:  # noqa: BLE001
         raise RuntimeError(
             f"TFLite conversion of {type(model).__name__} (flavour={flavour!r}, quantize={quantize!r}) failed: "
