@@ -331,6 +331,17 @@ def test_feed_forward_matches_numpy(activation):
     np.testing.assert_allclose(feed_forward(x), np_feed_forward(x, feed_forward), atol=1e-5)
 
 
+@pytest.mark.parametrize("activation", ["gelu", "gelu_approximate", "relu"])
+def test_bfloat16_feed_forward_matches_numpy_to_bfloat16_precision(activation):
+    # Its activation runs in float32 (the fast path on CPUs); inputs and output stay bfloat16.
+    x = normal(BATCH, LENGTH, HIDDEN, seed=1)
+    feed_forward = randomize(built(FeedForward(32, activation=activation, dtype="mixed_bfloat16"), x))
+    y = feed_forward(keras.ops.cast(x, "bfloat16"))
+    assert y.dtype == "bfloat16"
+    expected = np_feed_forward(x, feed_forward)
+    np.testing.assert_allclose(numpy(y), expected, atol=0.05 * np.abs(expected).max())
+
+
 def test_gelu_is_the_exact_erf_form_and_gelu_approximate_the_tanh_form():
     x = np.linspace(-4, 4, 33).astype("float32")
     np.testing.assert_allclose(get_activation("gelu")(x), NP_ACTIVATIONS["gelu"](x), atol=1e-6)

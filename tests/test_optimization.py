@@ -83,3 +83,27 @@ def test_clipping_applies_to_the_gradient_summed_over_replicas(name, mirrored_st
 
     step()
     np.testing.assert_allclose(variable.numpy(), [-0.6, -0.8], rtol=1e-5)
+
+
+def _train_a_few_steps(make_optimizer, strategy=None):
+    """Weights after six steps of `make_optimizer()` on a fixed regression, under `strategy`."""
+    strategy = strategy or tf.distribute.get_strategy()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 5)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, "tanh"), keras.layers.Dense(3)])
+        model.compile(make_optimizer(), "mse")
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False)
+    return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_fused_adamw_update_equals_keras_adamw(amsgrad, mirrored_strategy):
+    kwargs = dict(learning_rate=0.05, weight_decay=0.1, beta_1=0.8, beta_2=0.9, epsilon=1e-3, amsgrad=amsgrad)
+    expected = _train_a_few_steps(lambda: keras.optimizers.AdamW(**kwargs))
+    assert not np.allclose(expected[0], _train_a_few_steps(lambda: keras.optimizers.SGD(0.05))[0])
+    for strategy in (None, mirrored_strategy):
+        actual = _train_a_few_steps(lambda: optimization.AdamW(**kwargs), strategy)
+        for a, e in zip(actual, expected):
+            np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)

@@ -11,11 +11,14 @@ process, alternating rounds (the best round is reported):
 * keras-nlp `BertTextClassifier` with its `BertTextClassifierPreprocessor`,
   which pads every sentence to `sequence_length`.
 
-Prints training examples/s (tokenization in the tf.data pipeline included).
+Prints training examples/s (tokenization in the tf.data pipeline included)
+for each precision in --precisions (the Keras global policy of both sides),
+and the bfloat16 / float32 ratio of each run.
 """
 
 import time
 
+import _benchmarks
 import keras
 import keras_nlp
 import tensorflow as tf
@@ -33,6 +36,7 @@ flags.DEFINE_integer("seq_length", 128, "Longest packed input.")
 flags.DEFINE_integer("batch_size", 32, "Examples per step.")
 flags.DEFINE_integer("steps", 30, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 2, "Alternating rounds per case.")
+flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies to compare.")
 
 
 def tfplm_case(static):
@@ -88,22 +92,27 @@ def main(argv):
     del argv
     if not FLAGS.vocab_file:
         raise app.UsageError("--vocab_file is required (an uncased WordPiece vocab.txt)")
-    cases = {
-        "tfplm, batched by length": tfplm_case(static=False),
-        "tfplm, padded to seq_length": tfplm_case(static=True),
-        "keras-nlp BertTextClassifier": keras_nlp_case(),
-    }
-    best = {name: float("inf") for name in cases}
-    for _ in range(FLAGS.rounds):
-        for name, case in cases.items():
-            best[name] = min(best[name], time_steps(*case))
     print(f"{FLAGS.preset}, SST-2 train sentences, seq_length {FLAGS.seq_length}, batch {FLAGS.batch_size}")
-    baseline = best["tfplm, padded to seq_length"]
-    for name, seconds in best.items():
-        print(
-            f"  {name:30}: {seconds * 1e3:6.0f} ms/step  {FLAGS.batch_size / seconds:6.0f} examples/s  "
-            f"({baseline / seconds:.2f}x padded)"
-        )
+    results = {}
+    for precision in FLAGS.precisions:
+        keras.mixed_precision.set_global_policy(precision)
+        cases = {
+            "tfplm, batched by length": tfplm_case(static=False),
+            "tfplm, padded to seq_length": tfplm_case(static=True),
+            "keras-nlp BertTextClassifier": keras_nlp_case(),
+        }
+        best = _benchmarks.best_of_rounds(cases, time_steps, FLAGS.rounds)
+        keras_nlp = best["keras-nlp BertTextClassifier"]
+        for name, seconds in best.items():
+            results[precision, name] = seconds
+            print(
+                f"  {precision:14} {name:30}: {seconds * 1e3:6.0f} ms/step  "
+                f"{FLAGS.batch_size / seconds:6.0f} examples/s  ({keras_nlp / seconds:.2f}x keras-nlp)"
+            )
+    keras.mixed_precision.set_global_policy("float32")
+    for (precision, name), seconds in results.items():
+        if precision != "float32" and ("float32", name) in results:
+            print(f"  {name} {precision} vs float32: {results['float32', name] / seconds:.2f}x")
 
 
 if __name__ == "__main__":

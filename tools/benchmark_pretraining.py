@@ -4,9 +4,11 @@
 
 Both models get the same sizes, the same synthetic batch (random ids; the
 numbers do not depend on the data) and the same optimizer (AdamW), and run in
-the same process, alternating, so machine noise hits both. Prints tokens/s,
-model FLOPs per token and model FLOPs utilization (MFU) against --peak_gflops,
-the machine's measured single-precision matmul peak.
+the same process, alternating, so machine noise hits both. For each precision
+(Keras global policy) and XLA setting it prints ms/step, tokens/s and model
+FLOPs utilization (MFU) against the matmul peak of that precision, which it
+measures first on this machine (`_benchmarks.matmul_peak_gflops`), and the
+ratios tfplm / keras-nlp and bfloat16 / float32.
 """
 
 import time
@@ -17,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+import _benchmarks
 from tfplm import models
 from tfplm.models import presets
 
@@ -27,8 +30,8 @@ flags.DEFINE_integer("batch_size", 32, "Examples per step.")
 flags.DEFINE_integer("max_predictions", 20, "Masked positions per example.")
 flags.DEFINE_integer("steps", 10, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 2, "Alternating rounds per model (the best is reported).")
-flags.DEFINE_float("peak_gflops", 180.0, "Measured fp32 matmul peak of this machine, GFLOP/s.")
-flags.DEFINE_multi_string("jit_compile", ["false", "true"], "XLA settings to compare.")
+flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies to compare.")
+flags.DEFINE_list("jit_compile", ["false", "true"], "XLA settings to compare.")
 
 
 def synthetic_batch(vocab_size, rng):
@@ -101,23 +104,35 @@ def main(argv):
     d, v = config["hidden_size"], config["vocab_size"]
     head = 6 * (d * d + d * v) * FLAGS.max_predictions / FLAGS.seq_length
     flops_per_token = presets.flops_per_token(preset, training=True, seq_length=FLAGS.seq_length) + head
+    peaks = {
+        precision: _benchmarks.matmul_peak_gflops("bfloat16" if "bfloat16" in precision else "float32")
+        for precision in FLAGS.precisions
+    }
     print(
         f"{FLAGS.preset}: seq {FLAGS.seq_length}, batch {FLAGS.batch_size}, "
-        f"{flops_per_token / 1e6:.1f} MFLOP/token (training), peak {FLAGS.peak_gflops} GFLOP/s"
+        f"{flops_per_token / 1e6:.1f} MFLOP/token (training); measured matmul peak "
+        + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items())
     )
-    for jit in [j.lower() == "true" for j in FLAGS.jit_compile]:
-        cases = {"tfplm": tfplm_case(config, batch, jit), "keras-nlp": keras_nlp_case(config, batch, jit)}
-        best = {name: float("inf") for name in cases}
-        for _ in range(FLAGS.rounds):
-            for name, case in cases.items():
-                best[name] = min(best[name], time_steps(*case))
-        for name, seconds in best.items():
-            rate = tokens / seconds
-            mfu = rate * flops_per_token / (FLAGS.peak_gflops * 1e9)
-            print(
-                f"  jit_compile={jit!s:5} {name:9}: {seconds * 1e3:7.0f} ms/step  "
-                f"{rate:8.0f} tokens/s  MFU {mfu:.0%}"
-            )
+    results = {}
+    for precision in FLAGS.precisions:
+        for jit in [j.lower() == "true" for j in FLAGS.jit_compile]:
+            keras.mixed_precision.set_global_policy(precision)
+            cases = {"tfplm": tfplm_case(config, batch, jit), "keras-nlp": keras_nlp_case(config, batch, jit)}
+            best = _benchmarks.best_of_rounds(cases, time_steps, FLAGS.rounds)
+            for name, seconds in best.items():
+                results[precision, jit, name] = seconds
+                rate = tokens / seconds
+                mfu = rate * flops_per_token / (peaks[precision] * 1e9)
+                print(
+                    f"  {precision:14} jit_compile={jit!s:5} {name:9}: {seconds * 1e3:7.0f} ms/step  "
+                    f"{rate:8.0f} tokens/s  MFU {mfu:.0%}"
+                )
+            print(f"  {'':14} {'':17} tfplm vs keras-nlp: {best['keras-nlp'] / best['tfplm']:.2f}x")
+    keras.mixed_precision.set_global_policy("float32")
+    for (precision, jit, name), seconds in results.items():
+        if precision != "float32" and ("float32", jit, name) in results:
+            speedup = results["float32", jit, name] / seconds
+            print(f"  {name} {precision} vs float32 (jit_compile={jit}): {speedup:.2f}x")
 
 
 if __name__ == "__main__":

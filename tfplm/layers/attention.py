@@ -42,6 +42,14 @@ class MultiHeadAttention(keras.layers.Layer):
     * cross-attention: pass the cache from `compute_cross_attention_cache` and
       no `cache_update_index`; the encoder keys/values are then reused.
 
+    A cache may also be a `(keys, values)` pair of [batch, heads, max_length,
+    head_size] tensors, the layout decoding loops use (`GPT.empty_cache`), and
+    the call then returns such a pair: a step writes its keys and values into
+    the two tensors without restacking the whole cache, and with heads before
+    positions the attention products read the cache as it lies, where the
+    stacked [.., max_length, heads, ..] layout makes them transpose (copy) all
+    of it every step.
+
     Args:
         num_heads: number of attention heads.
         head_size: size of each head; the input width must equal
@@ -82,18 +90,25 @@ class MultiHeadAttention(keras.layers.Layer):
         self.key_dense = projection("key", value_shape, width)
         self.value_dense = projection("value", value_shape, width)
         self.output_dense = projection("output", (*query_shape[:-1], width), query_shape[-1])
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        # On the float32 probabilities: CPUs compute bfloat16 elementwise ops
+        # (dropout's mask and scale) one element at a time.
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype="float32")
         self.built = True
 
-    def _split_heads(self, x):
+    def _split_heads(self, x, heads_first=False):
+        """[batch, length, width] -> [batch, length, heads, head_size], or with
+        `heads_first` [batch, heads, length, head_size]."""
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        return ops.reshape(x, (batch, length, self.num_heads, self.head_size))
+        x = ops.reshape(x, (batch, length, self.num_heads, self.head_size))
+        return ops.transpose(x, (0, 2, 1, 3)) if heads_first else x
 
-    def compute_cross_attention_cache(self, value):
-        """Encoder keys and values, [batch, 2, length, heads, head_size]."""
-        key = self._split_heads(self.key_dense(value))
-        value = self._split_heads(self.value_dense(value))
-        return ops.stack([key, value], axis=1)
+    def compute_cross_attention_cache(self, value, heads_first=False):
+        """Encoder keys and values, [batch, 2, length, heads, head_size]; with
+        `heads_first` the decoding layout, a (keys, values) pair of
+        [batch, heads, length, head_size]."""
+        key = self._split_heads(self.key_dense(value), heads_first)
+        value = self._split_heads(self.value_dense(value), heads_first)
+        return (key, value) if heads_first else ops.stack([key, value], axis=1)
 
     def call(
         self,
@@ -105,28 +120,41 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
     ):
         is_cross_attention_cache = cache is not None and cache_update_index is None
+        # A (keys, values) pair is the decoding layout: heads before positions.
+        heads_first = isinstance(cache, (tuple, list))
         if is_cross_attention_cache:
-            key, value = cache[:, 0], cache[:, 1]
+            key, value = cache if heads_first else (cache[:, 0], cache[:, 1])
         else:
             source = query if value is None else value
-            key = self._split_heads(self.key_dense(source))
-            value = self._split_heads(self.value_dense(source))
-            if cache is not None:
+            key = self._split_heads(self.key_dense(source), heads_first)
+            value = self._split_heads(self.value_dense(source), heads_first)
+            if heads_first:
+                start = [0, 0, cache_update_index, 0]
+                key = ops.slice_update(cache[0], start, key)
+                value = ops.slice_update(cache[1], start, value)
+                cache = (key, value)
+            elif cache is not None:
                 start = [0, cache_update_index, 0, 0]
                 key = ops.slice_update(cache[:, 0], start, key)
                 value = ops.slice_update(cache[:, 1], start, value)
                 cache = ops.stack([key, value], axis=1)
 
-        query = self._split_heads(self.query_dense(query))
-        scores = ops.einsum("btnh,bsnh->bnts", query, key)
+        query = self._split_heads(self.query_dense(query), heads_first)
+        if heads_first:
+            scores = ops.einsum("bnth,bnsh->bnts", query, key)
+        else:
+            scores = ops.einsum("btnh,bsnh->bnts", query, key)
         # Softmax in float32: large negative mask values overflow float16.
         scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
         if attention_mask is not None:
             mask = ops.cast(attention_mask, "bool")[:, None, :, :]
             scores = ops.where(mask, scores, -1e9)
-        probabilities = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        probabilities = self.dropout_layer(probabilities, training=training)
-        context = ops.einsum("bnts,bsnh->btnh", probabilities, value)
+        probabilities = self.dropout_layer(ops.softmax(scores, axis=-1), training=training)
+        probabilities = ops.cast(probabilities, self.compute_dtype)
+        if heads_first:
+            context = ops.transpose(ops.einsum("bnts,bnsh->bnth", probabilities, value), (0, 2, 1, 3))
+        else:
+            context = ops.einsum("bnts,bsnh->btnh", probabilities, value)
         batch, length = ops.shape(context)[0], ops.shape(context)[1]
         context = ops.reshape(context, (batch, length, self.num_heads * self.head_size))
         output = self.output_dense(context)
@@ -151,7 +179,10 @@ class MultiHeadAttention(keras.layers.Layer):
         # a cross-attention cache (cache_update_index may be a Python int).
         output = keras.KerasTensor(query.shape, dtype=self.compute_dtype)
         if cache is not None and cache_update_index is not None:
-            return output, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)
+            cache_spec = keras.tree.map_structure(
+                lambda c: keras.KerasTensor(c.shape, dtype=self.compute_dtype), cache
+            )
+            return output, cache_spec
         return output
 
     def get_config(self):

@@ -55,9 +55,9 @@ class FeedForward(keras.layers.Layer):
         )
 
     def build(self, input_shape):
+        self._activation_fn = get_activation(self.activation)
         self.intermediate_dense = keras.layers.Dense(
             self.intermediate_size,
-            activation=get_activation(self.activation),
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="intermediate",
@@ -73,7 +73,14 @@ class FeedForward(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        return self.output_dense(self.intermediate_dense(x))
+        hidden = self.intermediate_dense(x)
+        if self.compute_dtype == "bfloat16":
+            # CPUs compute bfloat16 elementwise ops one element at a time: GELU
+            # (about ten of them, forward and backward) took twice as long in
+            # bfloat16 as cast to float32, computed, cast back (BENCHMARKS.md).
+            activated = self._activation_fn(ops.cast(hidden, "float32"))
+            return self.output_dense(ops.cast(activated, hidden.dtype))
+        return self.output_dense(self._activation_fn(hidden))
 
     def get_config(self):
         config = super().get_config()
@@ -230,7 +237,9 @@ class TransformerDecoderBlock(_TransformerBlock):
         encoder_padding_mask: optional [batch, encoder_length].
         self_attention_cache, cache_update_index: for incremental decoding
             (`x` starts at absolute position `cache_update_index`); the block
-            then returns (x, updated_self_attention_cache).
+            then returns (x, updated_self_attention_cache). Either cache
+            layout of `MultiHeadAttention`: a stacked tensor or a (keys,
+            values) pair.
         cross_attention_cache: precomputed encoder keys/values (see
             `MultiHeadAttention.compute_cross_attention_cache`).
 
@@ -275,7 +284,11 @@ class TransformerDecoderBlock(_TransformerBlock):
         if self_attention_cache is None:
             self_attention_mask = causal_attention_mask(length, length)
         else:
-            cache_length = ops.shape(self_attention_cache)[2]
+            # Axis 2 holds the positions in both cache layouts (see MultiHeadAttention).
+            keys = self_attention_cache
+            if isinstance(keys, (tuple, list)):
+                keys = keys[0]
+            cache_length = ops.shape(keys)[2]
             self_attention_mask = causal_attention_mask(length, cache_length, cache_update_index)
         if padding_mask is not None:
             self_attention_mask = ops.logical_and(
@@ -335,7 +348,10 @@ class TransformerDecoderBlock(_TransformerBlock):
         # With a self-attention cache the call also returns the updated cache.
         output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
         if self_attention_cache is not None:
-            return output, keras.KerasTensor(self_attention_cache.shape, dtype=self.compute_dtype)
+            cache_spec = keras.tree.map_structure(
+                lambda c: keras.KerasTensor(c.shape, dtype=self.compute_dtype), self_attention_cache
+            )
+            return output, cache_spec
         return output
 
     def get_config(self):

@@ -199,7 +199,9 @@ def run_experiment(task, mode, model_dir, strategy=None, progress="bar"):
             _say("predictions: " + ", ".join(files))
         return {"files": files}
     config = task.config
-    set_precision(config.runtime.mixed_precision)
+    precision, why = set_precision(config.runtime.mixed_precision, config.runtime.distribution_strategy)
+    if progress == "lines" and config.runtime.mixed_precision == "auto":
+        _say(f"precision: {precision} ({why}; runtime.mixed_precision chooses another)")
     if config.runtime.seed is not None:
         keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or make_strategy(config.runtime.distribution_strategy, config.runtime.tpu)
