@@ -252,6 +252,17 @@ def test_bfloat16_gpt_has_bfloat16_weights_and_cache(bf16_gpt):
     assert logits.dtype == "float32" and cache[0][0].dtype == "bfloat16"
 
 
+def test_bfloat16_one_token_logits_equal_the_sequence_product(bf16_gpt):
+    # bfloat16 rows take `table @ hidden^T` at every batch size.
+    hidden = tf.cast(np.random.default_rng(1).normal(size=(3, bf16_gpt.hidden_size)), "bfloat16")
+    embedding = bf16_gpt.embedding
+    for rows in (hidden[:1], hidden):
+        expected = tf.cast(embedding.logits(rows[:, None, :])[:, 0, :], "float32").numpy()
+        got = embedding.logits(rows)
+        assert got.dtype == "bfloat16" and got.shape == expected.shape
+        np.testing.assert_allclose(tf.cast(got, "float32").numpy(), expected, rtol=2e-2, atol=2e-2)
+
+
 def test_bfloat16_greedy_generation_equals_naive_loop(bf16_gpt):
     # Both run in bfloat16: the cached, compiled loop and full recomputation.
     prompts = [[3, 14, 15, 9, 2], [6, 5]]
