@@ -59,7 +59,10 @@ class RuntimeConfig:
     """Attributes:
     distribution_strategy: default, one_device, mirrored, multi_worker_mirrored or tpu.
     tpu: TPU address for the tpu strategy.
-    mixed_precision: float32, mixed_float16 or mixed_bfloat16.
+    mixed_precision: auto, float32, mixed_float16 or mixed_bfloat16. "auto":
+        mixed_bfloat16 on TPUs and on CPUs with AMX or AVX512-BF16 (measured
+        several times faster here, BENCHMARKS.md), else float32 (on GPUs
+        choose mixed_float16 yourself); the run's log says which.
     jit_compile: compile train/eval steps with XLA (on this project's CPU it
         made no steady difference for bert_small; see BENCHMARKS.md).
     seed: seeds weight initialisation and dropout; None = random.
@@ -67,7 +70,7 @@ class RuntimeConfig:
 
     distribution_strategy: str = "default"
     tpu: str = ""
-    mixed_precision: str = "float32"
+    mixed_precision: str = "auto"
     jit_compile: bool = False
     seed: int | None = None
 

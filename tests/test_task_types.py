@@ -21,6 +21,7 @@ from tfplm.models import BertEncoder
 from tfplm.tasks.serving import UnsupportedExport
 from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 from tfplm.training import trainer
+from tfplm.training.distribute import precision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "tools", "demo_data")
@@ -134,15 +135,13 @@ def test_a_fit_step_under_each_strategy(name, strategy_name, mirrored_strategy, 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_mixed_bfloat16_trains_and_stays_close_to_float32(name, tmp_path):
     task = make_task(name, "runtime.mixed_precision=mixed_bfloat16")
-    try:
-        results = trainer.run_experiment(task, "train_and_eval", str(tmp_path))
-        model = task.build_model()
-        assert model.compute_dtype == "bfloat16"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    results = trainer.run_experiment(task, "train_and_eval", str(tmp_path))
+    assert keras.mixed_precision.global_policy().name == "float32"  # the caller's policy is back
     assert np.isfinite(results["metrics"]["loss"])
-    reference = task.build_model()
-    reference.set_weights(model.get_weights())
+    with precision("mixed_bfloat16"):
+        model = trainer.load_trained(task, str(tmp_path))
+    assert model.compute_dtype == "bfloat16"
+    reference = trainer.load_trained(task, str(tmp_path))
     batch = first_batch(task)
     for low, full in zip(tf.nest.flatten(outputs_of(model, batch)), tf.nest.flatten(outputs_of(reference, batch))):
         assert low.dtype == np.float32  # outputs stay float32 for losses and exports
@@ -197,7 +196,13 @@ def test_tflite_where_the_serving_head_has_a_function(name, tmp_path):
     outputs = runner(examples["text"], examples.get("text_b"))
     reference = head.reference(head.report_examples(examples))
     for key, value in outputs.items():
-        np.testing.assert_allclose(value, reference[key], atol=1e-4)
+        expected = reference[key]
+        if value.ndim >= 2 and value.shape[1] != expected.shape[1]:
+            # Per-token outputs: TFLite pads to its static seq_length, the
+            # SavedModel to the longest text; the positions both have must agree.
+            assert value.shape[1] == 16 and expected.shape[1] < 16, (value.shape, expected.shape)
+            value = value[:, : expected.shape[1]]
+        np.testing.assert_allclose(value, expected, atol=1e-4)
 
 
 def test_the_toy_type_learns_its_rule_and_exports_with_no_edit_elsewhere(tmp_path):
@@ -209,5 +214,6 @@ def test_the_toy_type_learns_its_rule_and_exports_with_no_edit_elsewhere(tmp_pat
     report = export.export_model(model, str(tmp_path / "export"), task.held_out_examples(8), formats=("saved_model",))
     assert report_lib.failures(report) == []
     loaded = export.load(report["artifacts"][1]["path"])
-    tags = loaded.signatures["serving_default"](text=tf.constant(["an apple"]))["tags"].numpy()[0]
-    assert tags[0] == 0 and tags[-1] == -1  # [CLS], then padding
+    tags = loaded.signatures["serving_default"](text=tf.constant(["an apple", "an apple and a pear"]))["tags"]
+    assert tags.shape[1] < 32  # padded to the request's longest text, not seq_length
+    assert tags[0, 0] == 0 and tags[0, -1] == -1  # [CLS]; the shorter text's padding

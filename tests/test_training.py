@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from records import write_google_records
 from tfplm import tasks
-from tfplm.training import optimization, trainer
+from tfplm.training import distribute, optimization, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ, PREDICTIONS = 64, 10
@@ -200,3 +201,40 @@ def test_progress_lines_and_silence(tmp_path, records, minilm_dir, capsys):
 
     trainer.run_experiment(task, "train", str(tmp_path / "silent"), progress=None)
     assert capsys.readouterr().out == ""
+
+
+CPUINFO = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\nflags\t\t: fpu sse2 avx512f {extra}\n\nprocessor\t: 1\n"
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [("amx_bf16 amx_tile avx512_bf16", ("amx_bf16", "avx512_bf16")), ("avx512_bf16", ("avx512_bf16",)), ("avx2", ())],
+)
+def test_cpu_bfloat16_flags_come_from_cpuinfo(tmp_path, extra, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=extra))
+    assert distribute.cpu_bfloat16_flags(str(cpuinfo)) == expected
+    assert distribute.cpu_bfloat16_flags(str(tmp_path / "missing")) == ()
+
+
+@pytest.mark.parametrize(
+    "flags, strategy, expected",
+    [
+        (("amx_bf16",), "default", "mixed_bfloat16"),
+        ((), "default", "float32"),
+        ((), "tpu", "mixed_bfloat16"),
+    ],
+)
+def test_auto_precision_is_bfloat16_where_the_hardware_computes_it(monkeypatch, flags, strategy, expected):
+    monkeypatch.setattr(distribute, "cpu_bfloat16_flags", lambda: flags)
+    policy, why = distribute.resolve_precision("auto", strategy)
+    assert policy == expected and why
+    assert distribute.resolve_precision("mixed_float16", strategy) == ("mixed_float16", "as configured")
+    with pytest.raises(ValueError, match="mixed_precision='bf16'; expected one of auto, float32"):
+        distribute.resolve_precision("bf16")
+
+
+def test_precision_sets_the_policy_for_the_block_only():
+    with distribute.precision("mixed_bfloat16") as (policy, _):
+        assert policy == keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -1,5 +1,6 @@
 """tf.distribute strategies and precision policies by name."""
 
+import contextlib
 import json
 import os
 
@@ -129,10 +130,21 @@ def resolve_precision(name, distribution_strategy="default"):
     return "float32", "this CPU has no bfloat16 matmul units"
 
 
-def set_precision(name, distribution_strategy="default"):
-    """Sets the global Keras dtype policy ("auto": see `resolve_precision`) and
-    logs the choice; float16 gets loss scaling in `compile`. Returns (policy, why)."""
+@contextlib.contextmanager
+def precision(name, distribution_strategy="default"):
+    """Sets the global Keras dtype policy for the block ("auto": see
+    `resolve_precision`), logs the choice and restores the previous policy
+    after it; float16 gets loss scaling in `compile`. Yields (policy, why).
+
+    Example:
+        >>> with precision("mixed_bfloat16"):  # doctest: +SKIP
+        ...     model = task.build_model()  # bfloat16 compute, float32 weights
+    """
     policy, why = resolve_precision(name, distribution_strategy)
     logging.info("mixed_precision=%s: %s (%s)", name, policy, why)
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
-    return policy, why
+    try:
+        yield policy, why
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

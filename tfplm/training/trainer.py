@@ -23,7 +23,7 @@ from absl import logging
 
 from tfplm import config as config_lib
 from tfplm import console, publish
-from tfplm.training.distribute import MultiWorkerMirroredStrategy, make_strategy, set_precision
+from tfplm.training.distribute import MultiWorkerMirroredStrategy, make_strategy, precision
 
 MODES = ("train", "eval", "train_and_eval", "predict")
 CONFIG_FILE = "config.yaml"  # the run's `ExperimentConfig`; names its experiment
@@ -198,10 +198,17 @@ def run_experiment(task, mode, model_dir, strategy=None, progress="bar"):
         if progress == "lines":
             _say("predictions: " + ", ".join(files))
         return {"files": files}
+    runtime = task.config.runtime
+    # The policy holds while the model is built and trained, then the caller's is back.
+    with precision(runtime.mixed_precision, runtime.distribution_strategy) as (policy, why):
+        if progress == "lines" and runtime.mixed_precision == "auto":
+            _say(f"precision: {policy} ({why}; runtime.mixed_precision chooses another)")
+        return _train_and_evaluate(task, mode, model_dir, strategy, progress)
+
+
+def _train_and_evaluate(task, mode, model_dir, strategy, progress):
+    """`run_experiment` for the train and eval modes, under the run's precision."""
     config = task.config
-    precision, why = set_precision(config.runtime.mixed_precision, config.runtime.distribution_strategy)
-    if progress == "lines" and config.runtime.mixed_precision == "auto":
-        _say(f"precision: {precision} ({why}; runtime.mixed_precision chooses another)")
     if config.runtime.seed is not None:
         keras.utils.set_random_seed(config.runtime.seed)
     strategy = strategy or make_strategy(config.runtime.distribution_strategy, config.runtime.tpu)
