@@ -40,3 +40,16 @@ def best_of_rounds(cases, measure, rounds):
         for name, case in cases.items():
             best[name] = min(best[name], measure(*case))
     return best
+
+
+def keras_nlp_sizes(config):
+    """keras-nlp backbone arguments (BertBackbone, GPT2Backbone) for the sizes of
+    a tfplm preset's `config`."""
+    return dict(
+        vocabulary_size=config["vocab_size"],
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+        hidden_dim=config["hidden_size"],
+        intermediate_dim=config["intermediate_size"],
+        max_sequence_length=config["max_length"],
+    )

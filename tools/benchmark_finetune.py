@@ -53,14 +53,7 @@ def tfplm_case(static):
 def keras_nlp_case():
     config = presets.get_preset(FLAGS.preset, "bert").config
     vocabulary = read_vocabulary(FLAGS.vocab_file)
-    backbone = keras_nlp.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=config["hidden_size"],
-        intermediate_dim=config["intermediate_size"],
-        max_sequence_length=config["max_length"],
-    )
+    backbone = keras_nlp.models.BertBackbone(**_benchmarks.keras_nlp_sizes({**config, "vocab_size": len(vocabulary)}))
     preprocessor = keras_nlp.models.BertTextClassifierPreprocessor(
         keras_nlp.models.BertTokenizer(vocabulary=vocabulary, lowercase=True), sequence_length=FLAGS.seq_length
     )

@@ -32,6 +32,7 @@ import string
 import tempfile
 import time
 
+import _benchmarks
 import keras
 import keras_nlp
 import numpy as np
@@ -71,12 +72,7 @@ def tfplm_case(config, jit):
 
 def keras_nlp_case(config, jit):
     backbone = keras_nlp.models.GPT2Backbone(
-        vocabulary_size=config["vocab_size"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=config["hidden_size"],
-        intermediate_dim=config["intermediate_size"],
-        max_sequence_length=config["max_length"],
+        **_benchmarks.keras_nlp_sizes(config),
         dropout=0.0,
         dtype=FLAGS.dtype,
     )

@@ -64,12 +64,7 @@ def tfplm_case(config, batch, jit):
 
 def keras_nlp_case(config, batch, jit):
     backbone = keras_nlp.models.BertBackbone(
-        vocabulary_size=config["vocab_size"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=config["hidden_size"],
-        intermediate_dim=config["intermediate_size"],
-        max_sequence_length=config["max_length"],
+        **_benchmarks.keras_nlp_sizes(config),
     )
     model = keras_nlp.models.BertMaskedLM(backbone, preprocessor=None)
     x = {
