@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from tfplm.layers.dense import Dense
+
 
 def default_initializer(stddev=0.02):
     """BERT and GPT-2 initialise every kernel from N(0, 0.02) truncated."""
@@ -77,7 +79,7 @@ class MultiHeadAttention(keras.layers.Layer):
         value_shape = value_shape or query_shape
 
         def projection(name, input_shape, units):
-            layer = keras.layers.Dense(
+            layer = Dense(
                 units,
                 kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,

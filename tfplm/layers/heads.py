@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tfplm.layers.dense import Dense
+
 from tfplm.layers.attention import clone_initializer, default_initializer
 from tfplm.layers.transformer import get_activation
 
@@ -56,7 +58,7 @@ class MaskedLMHead(keras.layers.Layer):
         if not self.embedding.built:  # its token matrix is this head's output projection
             self.embedding.build()
         hidden_size = sequence_output_shape[-1]
-        self.transform = keras.layers.Dense(
+        self.transform = Dense(
             hidden_size,
             activation=get_activation(self.activation),
             kernel_initializer=clone_initializer(self.kernel_initializer),
@@ -117,7 +119,7 @@ class Pooler(keras.layers.Layer):
         )
 
     def build(self, sequence_output_shape):
-        self.dense = keras.layers.Dense(
+        self.dense = Dense(
             sequence_output_shape[-1],
             activation="tanh",
             kernel_initializer=clone_initializer(self.kernel_initializer),
@@ -167,7 +169,7 @@ class ClassificationHead(keras.layers.Layer):
 
     def build(self, pooled_shape):
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
-        self.dense = keras.layers.Dense(
+        self.dense = Dense(
             self.num_classes,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype="float32",
@@ -229,7 +231,7 @@ class SpanHead(keras.layers.Layer):
         )
 
     def build(self, sequence_output_shape, padding_mask_shape=None):
-        self.dense = keras.layers.Dense(
+        self.dense = Dense(
             2,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype="float32",

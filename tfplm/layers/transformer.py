@@ -9,6 +9,8 @@ Both blocks support post-LN (BERT, Vaswani et al.) and pre-LN (GPT-2):
 import keras
 from keras import ops
 
+from tfplm.layers.dense import Dense
+
 from tfplm.layers.attention import MultiHeadAttention, clone_initializer, default_initializer
 from tfplm.layers.masks import causal_attention_mask, padding_attention_mask
 
@@ -56,14 +58,21 @@ class FeedForward(keras.layers.Layer):
 
     def build(self, input_shape):
         self._activation_fn = get_activation(self.activation)
-        self.intermediate_dense = keras.layers.Dense(
+        # CPUs compute bfloat16 elementwise ops one element at a time: GELU
+        # (about ten of them, forward and backward) took twice as long in
+        # bfloat16 as cast to float32, computed, cast back (BENCHMARKS.md).
+        # Otherwise the activation belongs to the dense layer, where
+        # TensorFlow fuses it into the matmul.
+        self._activation_in_float32 = self.compute_dtype == "bfloat16"
+        self.intermediate_dense = Dense(
             self.intermediate_size,
+            activation=None if self._activation_in_float32 else self._activation_fn,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="intermediate",
         )
         self.intermediate_dense.build(input_shape)
-        self.output_dense = keras.layers.Dense(
+        self.output_dense = Dense(
             input_shape[-1],
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
@@ -74,13 +83,9 @@ class FeedForward(keras.layers.Layer):
 
     def call(self, x):
         hidden = self.intermediate_dense(x)
-        if self.compute_dtype == "bfloat16":
-            # CPUs compute bfloat16 elementwise ops one element at a time: GELU
-            # (about ten of them, forward and backward) took twice as long in
-            # bfloat16 as cast to float32, computed, cast back (BENCHMARKS.md).
-            activated = self._activation_fn(ops.cast(hidden, "float32"))
-            return self.output_dense(ops.cast(activated, hidden.dtype))
-        return self.output_dense(self._activation_fn(hidden))
+        if self._activation_in_float32:
+            hidden = ops.cast(self._activation_fn(ops.cast(hidden, "float32")), hidden.dtype)
+        return self.output_dense(hidden)
 
     def get_config(self):
         config = super().get_config()
