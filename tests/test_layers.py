@@ -8,6 +8,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfplm.layers import (
     ClassificationHead,
@@ -23,6 +24,7 @@ from tfplm.layers import (
     padding_attention_mask,
     sinusoidal_positions,
 )
+from tfplm.layers.dense import Dense
 from tfplm.layers.transformer import get_activation
 
 BATCH, LENGTH, HIDDEN, HEADS = 2, 6, 8, 2
@@ -322,6 +324,17 @@ def test_embedding_rejects_unknown_position_embedding():
 
 
 # --- feed-forward and Transformer blocks ---------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(5, HIDDEN), (BATCH, LENGTH, HIDDEN), (2, 3, LENGTH, HIDDEN)])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_approximate", "relu"])
+def test_dense_matches_numpy_eagerly_and_in_the_graph_tensorflow_fuses(shape, activation):
+    # In a tf.function grappler fuses its MatMul + BiasAdd + activation into one kernel.
+    x = normal(*shape, seed=2)
+    dense = randomize(built(Dense(7, activation=get_activation(activation)), x))
+    expected = NP_ACTIVATIONS[activation](np_dense(x, dense))
+    np.testing.assert_allclose(dense(x), expected, atol=1e-5)
+    np.testing.assert_allclose(tf.function(dense)(x), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_approximate", "relu"])
