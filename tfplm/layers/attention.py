@@ -3,9 +3,17 @@
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfplm.layers.dense import Dense
+
+# The attention products go to TensorFlow's Einsum op, which oneDNN runs as
+# one kernel reading its inputs in any layout. `keras.ops.einsum` lowers the
+# same products to transposes (copies) around batch matmuls: at batch 1 each
+# oneDNN transpose has a fixed cost several times that of its data
+# (BENCHMARKS.md, serving).
+_einsum = tf.einsum
 
 
 def default_initializer(stddev=0.02):
@@ -141,11 +149,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 value = ops.slice_update(cache[:, 1], start, value)
                 cache = ops.stack([key, value], axis=1)
 
-        query = self._split_heads(self.query_dense(query), heads_first)
-        if heads_first:
-            scores = ops.einsum("bnth,bnsh->bnts", query, key)
-        else:
-            scores = ops.einsum("btnh,bsnh->bnts", query, key)
+        query = self._split_heads(self.query_dense(query))
+        keys_layout = "bnsh" if heads_first else "bsnh"
+        scores = _einsum(f"btnh,{keys_layout}->bnts", query, key)
         # Softmax in float32: large negative mask values overflow float16.
         scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
         if attention_mask is not None:
@@ -153,10 +159,7 @@ class MultiHeadAttention(keras.layers.Layer):
             scores = ops.where(mask, scores, -1e9)
         probabilities = self.dropout_layer(ops.softmax(scores, axis=-1), training=training)
         probabilities = ops.cast(probabilities, self.compute_dtype)
-        if heads_first:
-            context = ops.transpose(ops.einsum("bnts,bnsh->bnth", probabilities, value), (0, 2, 1, 3))
-        else:
-            context = ops.einsum("bnts,bsnh->btnh", probabilities, value)
+        context = _einsum(f"bnts,{keys_layout}->btnh", probabilities, value)
         batch, length = ops.shape(context)[0], ops.shape(context)[1]
         context = ops.reshape(context, (batch, length, self.num_heads * self.head_size))
         output = self.output_dense(context)
