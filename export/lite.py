@@ -33,8 +33,16 @@ What the file computes is the model's serving head's `tflite_function`
   LiteRT runtime and registers them the same way (the C++ functions behind
   `AddFastBertNormalize`, `AddFastWordpieceTokenize`, `AddRoundRobinTrim`).
   Its tokenization equals the Keras model's except on the inputs listed in
-  `WordPieceTokenizer.tokenize_tflite` (control characters, invalid UTF-8,
-  special tokens typed as text, "…" and a few other compatibility characters).
+  `WordPieceTokenizer.tokenize_tflite`: tensorflow_text's TFLite kernels
+  normalize as its BertTokenizer does (NFKC case folding, so "ﬁ", "１", "𝐀",
+  "ǅ", "…" become "fi", "1", "a", "dz", "..."; control characters and invalid
+  bytes become word breaks or [UNK]; "[SEP]" typed as text is three pieces),
+  while the Keras model normalizes as BERT's reference tokenizer (lower-case,
+  NFD, accents stripped; control characters and invalid bytes deleted; special
+  tokens matched). The model part is exact, so outputs differ only where the
+  ids do: on 728 of the 1,023 strings of tests/hostile/strings.py, and on 44 to
+  55 of 184,457 lines of real text. The "ids" flavour equals the Keras model on
+  every one of them: use it where inputs are hostile.
 
 Outputs: a classifier gives `probabilities` [1, classes] (softmax of the
 logits), a regressor (`num_classes=1`) `score` [1], an encoder
@@ -66,6 +74,7 @@ import tensorflow_text as tf_text
 from absl import logging
 
 from tfplm import publish, tasks
+from tfplm.models.checkpoints.common import inside
 from tfplm.tasks.serving import BERT_INPUTS as ID_INPUTS
 from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
 
@@ -304,6 +313,30 @@ def _vocab_bytes(tokenizer):
     return ("\n".join(tokenizer.get_vocabulary()) + "\n").encode("utf-8")
 
 
+def check(model, flavour="ids", quantize="none", seq_length=None, representative_texts=None):
+    """Raises what `convert` would for these arguments (UnsupportedExport,
+    ValueError) before anything is written or converted.
+
+    Returns:
+        (the model's serving head, its TFLite function, the seq_length).
+    """
+    head = tasks.serving_head(model)
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour={flavour!r}; expected one of {FLAVOURS}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize={quantize!r}; expected one of {QUANTIZATIONS}")
+    if quantize == "int8" and not representative_texts:
+        raise ValueError(
+            "quantize='int8' calibrates activations on real inputs: pass representative_texts= "
+            "(a few hundred sentences from the training data), or use quantize='dynamic_int8'"
+        )
+    # The head says whether its type has a TFLite form (UnsupportedExport if not) and checks seq_length.
+    function, seq_length = head.tflite_function(flavour, seq_length)
+    if not isinstance(model.tokenizer, WordPieceTokenizer):
+        raise ValueError(f"model.tokenizer is a {type(model.tokenizer).__name__}; TFLite export needs a WordPieceTokenizer")
+    return head, function, seq_length
+
+
 def convert(
     model,
     output_path,
@@ -351,21 +384,8 @@ def convert(
     >>> convert(model, "out/sst2.tflite", quantize="dynamic_int8")  # doctest: +SKIP
     'out/sst2.tflite'
     """
-    head = tasks.serving_head(model)
-    if flavour not in FLAVOURS:
-        raise ValueError(f"flavour={flavour!r}; expected one of {FLAVOURS}")
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize={quantize!r}; expected one of {QUANTIZATIONS}")
-    if quantize == "int8" and not representative_texts:
-        raise ValueError(
-            "quantize='int8' calibrates activations on real inputs: pass representative_texts= "
-            "(a few hundred sentences from the training data), or use quantize='dynamic_int8'"
-        )
-    # The head says whether its type has a TFLite form (UnsupportedExport if not) and checks seq_length.
-    function, seq_length = head.tflite_function(flavour, seq_length)
+    head, function, seq_length = check(model, flavour, quantize, seq_length, representative_texts)
     tokenizer = model.tokenizer
-    if not isinstance(tokenizer, WordPieceTokenizer):
-        raise ValueError(f"model.tokenizer is a {type(tokenizer).__name__}; TFLite export needs a WordPieceTokenizer")
     output_path = os.fspath(output_path)
     if os.path.isdir(output_path):
         raise ValueError(f"output_path {output_path!r} is a directory; pass the .tflite file to write")
@@ -529,7 +549,8 @@ class TFLiteModel:
         if preprocessor is None:
             settings = (self.metadata or {}).get("tokenizer")
             directory = os.path.dirname(os.path.abspath(self.path))
-            vocab = os.path.join(directory, (settings or {}).get("vocab_file") or "vocab.txt")
+            # The .json beside a downloaded .tflite names the vocab: it must stay in the folder.
+            vocab = inside(directory, (settings or {}).get("vocab_file") or "vocab.txt", "the .json's 'tokenizer.vocab_file'")
             if settings is None or not os.path.isfile(vocab):
                 raise ValueError(
                     f"{self.path!r} takes token ids: pass preprocessor= (the Keras model's BertPreprocessor), "

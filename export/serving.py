@@ -14,22 +14,48 @@ type's serving head (`tfplm.tasks.serving_head`); for the zoo's task types:
 * generators (`GPT`): `serving_default` takes `prompt` alone; `generate`
   takes the decoding inputs too (sampler, max_new_tokens, ...).
 
+Any batch size is accepted and memory stays bounded: the BERT heads run the
+model on `BertTextHead.chunk_size` (64) rows at a time inside the signature
+and concatenate (10,000 texts to a bert_tiny classifier at length 128: +6 GB
+in one piece, +0.3 GB in chunks; the outputs are the same).
+
 The version is written to a hidden temporary folder and renamed into place
-(`tfplm.publish`), so a watching server never sees half a model;
+(`tfplm.publish`), so a watching server never sees half a model; one export
+at a time writes to an export folder (`export_lock`);
 `assets.extra/tf_serving_warmup_requests` holds one real request per
 signature. Loading needs only TensorFlow and tensorflow_text (whose import
 registers the tokenizer ops): see `tfplm.export.load`.
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
 from absl import logging
 
-from tfplm import publish, tasks
+from tfplm import locking, publish, tasks
 from tfplm.tasks.serving import CLASSIFY_METHOD, PREDICT_METHOD
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+LOCK_FILE = ".export.lock"
+
+
+@contextlib.contextmanager
+def export_lock(export_dir, model_name, folders=()):
+    """Holds `export_dir` for one export (`tfplm.locking`; another export there
+    is refused with a line naming this one) and, holding it, removes what
+    killed exports left in `folders` (hidden `tfplm.publish` temporaries)."""
+    with locking.writer_lock(
+        export_dir,
+        LOCK_FILE,
+        activity=f"an export of {model_name}",
+        fix="wait for it to finish or export to another folder",
+    ):
+        for folder in folders:
+            removed = publish.remove_temporaries(folder)
+            if removed:
+                logging.warning("removed what a killed export left in %s: %s", folder, ", ".join(removed))
+        yield
 
 
 def _set_method_names(directory, methods):
@@ -85,8 +111,39 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
+def write_saved_model(model, directory, *, model_name=None, warmup_examples=None):
+    """Writes `model`'s SavedModel (signatures, TF Serving method names, warmup
+    requests) into `directory`, a new or empty folder; returns `directory`.
+
+    Nothing here is atomic: `saved_model` and `tfplm.export.export_model`
+    write into a hidden temporary folder and rename it when it is complete
+    (and, for `export_model`, checked).
+    """
+    head = tasks.serving_head(model)
+    model_name = model_name or default_model_name(model)
+    examples = warmup_examples or {name: ["a gorgeous, witty, seductive [MASK] movie.", ""] for name in head.inputs}
+    signatures = head.signatures()
+    tf.saved_model.save(head, directory, signatures=signatures)
+    if head.method_names:
+        _set_method_names(directory, head.method_names)
+    os.makedirs(os.path.join(directory, "assets.extra"), exist_ok=True)
+    inputs = head.warmup_inputs({name: list(examples[name][:2]) for name in head.inputs})
+    with tf.io.TFRecordWriter(os.path.join(directory, WARMUP_FILE)) as writer:
+        for record in _warmup_records(model_name, signatures, head.method_names, inputs):
+            writer.write(record.SerializeToString())
+    logging.info("exported %s (%s) to %s", type(model).__name__, ", ".join(signatures), directory)
+    return directory
+
+
 def saved_model(model, export_dir, *, model_name=None, version=None, warmup_examples=None):
     """Exports `model` as `export_dir/model_name/version/` for TF Serving.
+
+    The version folder is written under a hidden temporary name and renamed
+    when complete (`tfplm.publish`); while it is written, `export_dir` is
+    locked against other exports (`export_lock`), and hidden leftovers
+    of killed exports in `export_dir/model_name` are removed first. It is not
+    checked against the Keras model: `tfplm.export.export_model` publishes a
+    version only after its report passes.
 
     Args:
         model: a zoo model with its preprocessing (as `from_pretrained` and
@@ -107,25 +164,17 @@ def saved_model(model, export_dir, *, model_name=None, version=None, warmup_exam
     >>> loaded = tfplm.export.load(path)  # doctest: +SKIP
     >>> loaded.signatures["serving_default"](text=tf.constant(["a fine film"]))["label"]  # doctest: +SKIP
     """
-    head = tasks.serving_head(model)
+    tasks.serving_head(model)  # a model that cannot be served is refused before anything is written
     model_name = model_name or default_model_name(model)
-    base = os.path.join(os.path.abspath(os.fspath(export_dir)), model_name)
-    version = next_version(base) if version is None else int(version)
-    final = os.path.join(base, str(version))
-    if os.path.exists(final):
-        raise ValueError(f"{final} exists; TF Serving may be serving it. Choose another version or omit it")
-    examples = warmup_examples or {name: ["a gorgeous, witty, seductive [MASK] movie.", ""] for name in head.inputs}
-    signatures = head.signatures()
-    with publish.directory(final) as tmp:
-        tf.saved_model.save(head, tmp, signatures=signatures)
-        if head.method_names:
-            _set_method_names(tmp, head.method_names)
-        os.makedirs(os.path.join(tmp, "assets.extra"))
-        inputs = head.warmup_inputs({name: list(examples[name][:2]) for name in head.inputs})
-        with tf.io.TFRecordWriter(os.path.join(tmp, WARMUP_FILE)) as writer:
-            for record in _warmup_records(model_name, signatures, head.method_names, inputs):
-                writer.write(record.SerializeToString())
-    logging.info("exported %s (%s) to %s", type(model).__name__, ", ".join(signatures), final)
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    base = os.path.join(export_dir, model_name)
+    with export_lock(export_dir, model_name, folders=[base]):
+        version = next_version(base) if version is None else int(version)
+        final = os.path.join(base, str(version))
+        if os.path.lexists(final):
+            raise ValueError(f"{final} exists; TF Serving may be serving it. Choose another version or omit it")
+        with publish.directory(final) as tmp:
+            write_saved_model(model, tmp, model_name=model_name, warmup_examples=warmup_examples)
     return final
 
 

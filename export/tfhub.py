@@ -19,7 +19,7 @@ Code written for the TF Hub BERTs works with these unchanged:
 """
 
 import os
-import tempfile
+import shutil
 
 import tensorflow as tf
 
@@ -103,6 +103,36 @@ def encoder_of(model):
     return encoder
 
 
+def check(model, seq_length=None):
+    """Raises what `hub` would (UnsupportedExport, ValueError) before anything is written; returns
+    (the encoder, its tokenizer, the preprocessor's seq_length)."""
+    encoder = encoder_of(model)
+    tokenizer = model.tokenizer
+    if not isinstance(tokenizer, WordPieceTokenizer):
+        raise ValueError("this model has no WordPiece tokenizer: load it with from_pretrained(...) or build it with its preprocessor")
+    seq_length = seq_length or model.preprocessor.seq_length
+    if not 3 <= seq_length <= encoder.max_length:
+        raise ValueError(f"seq_length={seq_length}; expected 3 to {encoder.max_length} (the encoder's max_length)")
+    return encoder, tokenizer, seq_length
+
+
+def write_hub(model, directory, seq_length=None):
+    """Writes `directory/preprocessor` and `directory/encoder` (not atomically: see `hub`)."""
+    encoder, tokenizer, seq_length = check(model, seq_length)
+    # The vocabulary goes aside inside `directory` (copied into the preprocessor's
+    # assets, then deleted), so a killed export leaves nothing in /tmp.
+    vocabulary_dir = os.path.join(directory, ".vocabulary")
+    os.makedirs(vocabulary_dir)
+    (vocab_file,) = tokenizer.save_vocabulary(vocabulary_dir)
+    preprocessor = HubPreprocessor(tokenizer, vocab_file, seq_length)
+    tf.saved_model.save(preprocessor, os.path.join(directory, "preprocessor"), signatures=preprocessor.trace())
+    shutil.rmtree(vocabulary_dir)
+    hub_encoder = HubEncoder(encoder)
+    hub_encoder.trace()
+    tf.saved_model.save(hub_encoder, os.path.join(directory, "encoder"))
+    return os.path.join(directory, "preprocessor"), os.path.join(directory, "encoder")
+
+
 def hub(model, export_dir, seq_length=None):
     """Writes `export_dir/preprocessor` and `export_dir/encoder` in TF Hub's BERT layout.
 
@@ -119,19 +149,10 @@ def hub(model, export_dir, seq_length=None):
     Returns:
         (preprocessor path, encoder path).
     """
-    encoder = encoder_of(model)
-    tokenizer = model.tokenizer
-    if not isinstance(tokenizer, WordPieceTokenizer):
-        raise ValueError("this model has no WordPiece tokenizer: load it with from_pretrained(...) or build it with its preprocessor")
-    seq_length = seq_length or model.preprocessor.seq_length
+    check(model, seq_length)
     export_dir = os.path.abspath(os.fspath(export_dir))
-    with publish.directory(export_dir) as tmp, tempfile.TemporaryDirectory() as vocabulary_dir:
-        (vocab_file,) = tokenizer.save_vocabulary(vocabulary_dir)
-        preprocessor = HubPreprocessor(tokenizer, vocab_file, seq_length)
-        tf.saved_model.save(preprocessor, os.path.join(tmp, "preprocessor"), signatures=preprocessor.trace())
-        hub_encoder = HubEncoder(encoder)
-        hub_encoder.trace()
-        tf.saved_model.save(hub_encoder, os.path.join(tmp, "encoder"))
+    with publish.directory(export_dir) as tmp:
+        write_hub(model, tmp, seq_length)
     return os.path.join(export_dir, "preprocessor"), os.path.join(export_dir, "encoder")
 
 

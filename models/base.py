@@ -11,6 +11,7 @@ of the model, so `predict`, `evaluate` and `fit` take raw text:
 """
 
 import contextlib
+import numbers
 
 import keras
 import numpy as np
@@ -97,6 +98,13 @@ class TextModel(PretrainedMixin):
     Tensors, dicts and datasets go to Keras unchanged.
     """
 
+    def __setattr__(self, name, value):
+        # The one place every BERT model takes its preprocessor: longer inputs
+        # than the position embeddings fail on CPU and read zeros on GPU.
+        if name == "preprocessor" and value is not None:
+            check_seq_length(value.seq_length, self.max_length)
+        super().__setattr__(name, value)
+
     @property
     def tokenizer(self):
         """The preprocessor's tokenizer, or None for a bare model."""
@@ -169,6 +177,24 @@ class TextModel(PretrainedMixin):
 
     def _has_length_axis(self):
         return any(None in tuple(output.shape)[1:] for output in keras.tree.flatten(self.outputs))
+
+
+def check_seq_length(seq_length, max_length):
+    """Raises unless a preprocessor's `seq_length` fits a model of `max_length` positions.
+
+    Example:
+    >>> check_seq_length(1024, 512)
+    Traceback (most recent call last):
+    ...
+    ValueError: preprocessor seq_length=1024 is longer than the model's max_length=512 positions; use a seq_length of at most 512
+    """
+    if not isinstance(seq_length, numbers.Integral) or isinstance(seq_length, bool) or seq_length < 1:
+        raise ValueError(f"preprocessor seq_length={seq_length!r}; expected a positive integer")
+    if seq_length > max_length:
+        raise ValueError(
+            f"preprocessor seq_length={seq_length} is longer than the model's max_length={max_length} "
+            f"positions; use a seq_length of at most {max_length}"
+        )
 
 
 @contextlib.contextmanager

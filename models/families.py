@@ -20,6 +20,7 @@ Example:
 import dataclasses
 from typing import Callable
 
+from tfplm.models.base import check_seq_length
 from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer
 from tfplm.models.checkpoints import google, huggingface, keras_preset
 from tfplm.models.checkpoints.common import CheckpointError
@@ -131,6 +132,10 @@ def _bert_classifier(checkpoint, config, preprocessing, num_classes=None, dropou
 def _bert_preprocessing(checkpoint, seq_length, config):
     """BERT models pack text with a `BertPreprocessor` (default length min(128, max_length))."""
     length = seq_length or min(128, config["max_length"])
+    try:
+        check_seq_length(length, config["max_length"])
+    except ValueError as error:
+        raise CheckpointError(f"{checkpoint.path!r}: {error}") from None
     return {"preprocessor": BertPreprocessor(checkpoint.tokenizer, seq_length=length, pair=checkpoint.pair)}
 
 

@@ -104,18 +104,29 @@ def parameter_count(preset, embeddings=True):
     embedding. `embeddings=False` leaves out token and position embeddings
     (the N of the FLOPs formulas).
     """
-    c = preset.config
+    return count_parameters(preset.family, preset.config, embeddings)
+
+
+def count_parameters(family, config, embeddings=True):
+    """Parameters of a backbone of `family` with constructor arguments `config`
+    (see `parameter_count`), computed without building it.
+
+    Example:
+    >>> count_parameters("bert", get_preset("bert_tiny").config) == parameter_count(get_preset("bert_tiny"))
+    True
+    """
+    c = config
     d, ff = c["hidden_size"], c["intermediate_size"]
     norm = 2 * d
     attention = 4 * (d * d + d)
     feed_forward = d * ff + ff + ff * d + d
     encoder_layer = attention + feed_forward + 2 * norm
-    if preset.family == "bert":
-        embedding = c["vocab_size"] * d + c["max_length"] * d
-        other = c["type_vocab_size"] * d + norm + (d * d + d)  # segments, LN, pooler
+    if family == "bert":
+        embedding = c["vocab_size"] * d + c.get("max_length", 512) * d
+        other = c.get("type_vocab_size", 2) * d + norm + (d * d + d)  # segments, LN, pooler
         body = c["num_layers"] * encoder_layer
-    elif preset.family == "gpt":
-        embedding = c["vocab_size"] * d + c["max_length"] * d
+    elif family == "gpt":
+        embedding = c["vocab_size"] * d + c.get("max_length", 1024) * d
         other = norm  # final LayerNorm
         body = c["num_layers"] * encoder_layer
     else:  # seq2seq: sinusoidal positions, shared token embedding, post-LN blocks

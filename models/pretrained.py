@@ -24,6 +24,12 @@ Every load checks that each weight of the target model is assigned exactly
 once, with its shape; anything the checkpoint holds that the model does not use
 is reported (`LoadReport`), never silently dropped.
 
+A checkpoint folder is untrusted input: every file its config names (and every
+file tfplm opens in it) must resolve, symlinks followed, inside the folder
+(`checkpoints.common.inside`), and the sizes in its config are checked against
+its tensors before a model of them is built (`checkpoints.common.check_sizes`).
+A truncated or corrupt file is a `CheckpointError` naming it.
+
 Example:
 >>> model, report = load_pretrained("path/to/hf_bert")  # doctest: +SKIP
 >>> print(report.summary())  # doctest: +SKIP
@@ -44,8 +50,13 @@ from tfplm.models.checkpoints.common import (
     HEAD_PREFIXES,
     Checkpoint,
     CheckpointError,
+    check_sizes,
     directory_of,
+    inside,
+    load_safetensors,
+    read_json,
     refuse_pickle,
+    tfplm_weight,
 )
 
 FORMAT_FILE = "tfplm_config.json"
@@ -94,27 +105,41 @@ def _without_preprocessing(config):
 def read_tfplm(directory, do_lower_case=None):
     """Reads a directory written by `save_pretrained` into a `Checkpoint`.
 
+    Every file its config names must be inside the directory (`inside`).
+
     Args:
         directory: the checkpoint directory.
         do_lower_case: override the casing its WordPiece tokenizer records.
     """
-    from safetensors.numpy import load_file
-
-    with open(os.path.join(directory, FORMAT_FILE), encoding="utf-8") as f:
-        spec = json.load(f)
-    if spec.get("format") != "tfplm" or spec.get("format_version", 0) > FORMAT_VERSION:
+    spec = read_json(directory, FORMAT_FILE)
+    version = spec.get("format_version", 0)
+    if spec.get("format") != "tfplm" or not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
             f"{directory}: {FORMAT_FILE} is not tfplm format version <= {FORMAT_VERSION}; "
             "upgrade tfplm to read it"
         )
-    class_name = spec["class_name"]
-    if class_name not in _families().model_classes():
-        raise CheckpointError(f"{directory}: unknown model class {class_name!r}")
+    class_name = spec.get("class_name")
+    if not isinstance(class_name, str) or class_name not in _families().model_classes():
+        raise CheckpointError(f"{directory}: unknown model class {class_name!r} in {FORMAT_FILE}")
     family, _ = _families().model_classes()[class_name]
-    config, head = spec["config"], {}
-    if "encoder" in config:  # a task model: its heads' arguments around its backbone's config
-        config, head = config["encoder"]["config"], config
-    weights = load_file(os.path.join(directory, spec.get("weights", WEIGHTS_FILE)))
+    config, head = spec.get("config"), {}
+    if isinstance(config, dict) and isinstance(config.get("encoder"), dict):
+        # A task model: its heads' arguments around its backbone's config.
+        config, head = config["encoder"].get("config"), config
+    preprocessor = spec.get("preprocessor") or {}
+    for key, value in [("config", config), ("tokenizer", spec.get("tokenizer") or {}), ("preprocessor", preprocessor)]:
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{directory}: {FORMAT_FILE} key {key!r} is {value!r}; expected a JSON object")
+    # Every file the config names is checked before any is opened.
+    weights_file = inside(directory, spec.get("weights", WEIGHTS_FILE), f"{FORMAT_FILE} key 'weights'")
+    tokenizer_files.confine(spec.get("tokenizer"), directory)
+    weights = load_safetensors(weights_file)
+    classifier = tfplm_weight("classifier", "kernel")
+    if head.get("num_classes") is not None and np.shape(weights.get(classifier))[-1:] != (head["num_classes"],):
+        raise CheckpointError(
+            f"{directory}: {FORMAT_FILE} says num_classes={head['num_classes']!r} but the classifier "
+            f"tensor {classifier!r} has shape {np.shape(weights.get(classifier))}; its config and weights disagree"
+        )
     tokenizer = tokenizer_files.load(spec.get("tokenizer"), directory)
     if do_lower_case is not None and hasattr(tokenizer, "lowercase"):
         tokenizer.lowercase = bool(do_lower_case)
@@ -130,8 +155,8 @@ def read_tfplm(directory, do_lower_case=None):
         source_format="tfplm",
         path=directory,
         class_name=class_name,
-        seq_length=(spec.get("preprocessor") or {}).get("seq_length"),
-        pair=bool((spec.get("preprocessor") or {}).get("pair", False)),
+        seq_length=preprocessor.get("seq_length"),
+        pair=bool(preprocessor.get("pair", False)),
         label_names=head.get("label_names"),
     )
 
@@ -397,6 +422,7 @@ def _load(checkpoint, model_class, num_classes=None, dropout=None, seq_length=No
             f"{checkpoint.path!r} holds a {checkpoint.family} model; it cannot load into {model_class}"
         )
     config = {**checkpoint.config, **(overrides or {})}
+    check_sizes(checkpoint, config)
     preprocessing = {}
     if checkpoint.tokenizer is not None:
         preprocessing = family.preprocessing(checkpoint, seq_length or checkpoint.seq_length, config)

@@ -22,11 +22,13 @@ import abc
 import dataclasses
 import os
 import typing
+from typing import Annotated
 
 import keras
 from absl import logging
 
 from tfplm import publish
+from tfplm.config import ConfigError, Range
 from tfplm.training.optimization import OptimizerConfig, build_optimizer
 from tfplm.training.trainer import BEST_DIR
 
@@ -34,9 +36,10 @@ from tfplm.training.trainer import BEST_DIR
 @dataclasses.dataclass
 class TrainerConfig:
     """Attributes:
-    train_steps: optimizer steps in total.
+    train_steps: optimizer steps in total (0: the task's epochs, for tasks
+        that count epochs, as fine-tuning does).
     steps_per_loop: steps between logging, summaries and checkpoints (one
-        Keras "epoch").
+        Keras "epoch"; 0: one epoch, for tasks that count epochs).
     steps_per_execution: steps run per call into the compiled graph.
     eval_steps: evaluation batches; 0 = the whole evaluation set.
     max_checkpoints_to_keep: checkpoints kept by the CheckpointManager.
@@ -45,12 +48,12 @@ class TrainerConfig:
     optimizer: see `OptimizerConfig`.
     """
 
-    train_steps: int = 1000
-    steps_per_loop: int = 100
-    steps_per_execution: int = 1
-    eval_steps: int = 0
-    max_checkpoints_to_keep: int = 3
-    log_every_steps: int = 100
+    train_steps: Annotated[int, Range(min=0)] = 1000
+    steps_per_loop: Annotated[int, Range(min=0)] = 100
+    steps_per_execution: Annotated[int, Range(min=1)] = 1
+    eval_steps: Annotated[int, Range(min=0)] = 0
+    max_checkpoints_to_keep: Annotated[int, Range(min=1)] = 3
+    log_every_steps: Annotated[int, Range(min=0)] = 100
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
 
 
@@ -65,7 +68,10 @@ class RuntimeConfig:
         choose mixed_float16 yourself); the run's log says which.
     jit_compile: compile train/eval steps with XLA (on this project's CPU it
         made no steady difference for bert_small; see BENCHMARKS.md).
-    seed: seeds weight initialisation and dropout; None = random.
+    seed: seeds weight initialisation, dropout and the order of the training
+        data. None = a random seed, drawn when a model_dir starts training and
+        recorded in its config.yaml, so a resumed run continues the same
+        stream (bit-identical to an uninterrupted run either way).
     """
 
     distribution_strategy: str = "default"
@@ -91,6 +97,16 @@ class ExperimentConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     experiment: str = ""
+
+
+def _at_least_one(trainer, name):
+    """`trainer.<name>`, which tasks without epochs need to be 1 or more."""
+    value = getattr(trainer, name)
+    if value < 1:
+        raise ConfigError(
+            f"trainer.{name}={value}: 0 means one epoch, which only tasks with epochs have; set it to 1 or more"
+        )
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,14 +170,20 @@ class Task(abc.ABC):
 
     def train_steps(self):
         """Optimizer steps of the whole run."""
-        return self.config.trainer.train_steps
+        return _at_least_one(self.config.trainer, "train_steps")
 
     def steps_per_loop(self):
         """Steps between logs, validation and checkpoints."""
-        return self.config.trainer.steps_per_loop
+        return _at_least_one(self.config.trainer, "steps_per_loop")
 
     def build_callbacks(self, model_dir):
-        """Extra Keras callbacks for training (e.g. keep the best checkpoint)."""
+        """Extra Keras callbacks for training (e.g. keep the best checkpoint).
+
+        They run before each loop's checkpoint is saved. Their `on_train_end`
+        runs again when a finished run is started again (the run may have
+        been killed between its last checkpoint and the end of training), so
+        what it writes must be safe to write twice.
+        """
         return []
 
     def predict(self, model, output_dir):
@@ -258,7 +280,11 @@ class SaveBest(keras.callbacks.Callback):
 
 class SavePretrained(keras.callbacks.Callback):
     """Writes the trained model in tfplm's format to `directory` when training
-    ends, ready for `from_pretrained` (e.g. `--init_checkpoint` of a fine-tuning run)."""
+    ends, ready for `from_pretrained` (e.g. `--init_checkpoint` of a fine-tuning run).
+
+    `save_pretrained` publishes the folder whole; a run started again after
+    it ended writes it again (the trainer calls `on_train_end` then too).
+    """
 
     def __init__(self, directory):
         super().__init__()

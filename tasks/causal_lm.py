@@ -9,6 +9,7 @@ from tfplm import generation, metrics
 from tfplm.data import causal_lm
 from tfplm.data.pipeline import per_replica_batch_size
 from tfplm.models import GPT
+from tfplm.models.base import check_seq_length
 from tfplm.tasks import base, serving
 from tfplm.tasks.pretraining import DataConfig, ModelConfig, PretrainingConfig, PretrainingTask
 from tfplm.tokenizers import SentencePieceTokenizer
@@ -24,10 +25,14 @@ class GPTPretrainingTask(PretrainingTask):
 
     def build_model(self):
         if self.checkpoint is not None:
-            return GPT.from_pretrained(self.checkpoint)
-        model_config = self.task_config.model
-        vocab_size = model_config.vocab_size or self.tokenizer.vocabulary_size()
-        return GPT.from_preset(model_config.preset, **model_config.overrides(vocab_size), tokenizer=self.tokenizer)
+            model = GPT.from_pretrained(self.checkpoint)
+        else:
+            model_config = self.task_config.model
+            vocab_size = model_config.vocab_size or self.tokenizer.vocabulary_size()
+            model = GPT.from_preset(model_config.preset, **model_config.overrides(vocab_size), tokenizer=self.tokenizer)
+        # Blocks longer than the position table fail on CPUs and read zeros on GPUs.
+        check_seq_length(self.task_config.train_data.seq_length, model.max_length)
+        return model
 
     def build_inputs(self, split, input_context=None):
         data = self._data(split)
@@ -42,6 +47,7 @@ class GPTPretrainingTask(PretrainingTask):
             input_format=data.input_format,
             input_context=input_context,
             shuffle_buffer_size=data.shuffle_buffer_size,
+            seed=self.config.runtime.seed,
         )
 
     def build_losses(self):

@@ -15,6 +15,7 @@ probabilities and labels (or a score).
 """
 
 import dataclasses
+from typing import Annotated
 import math
 import os
 
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfplm.config import Range
 from tfplm import metrics as metrics_lib
 from tfplm.data import glue as glue_data
 from tfplm.data import pipeline, text_files
@@ -85,8 +87,8 @@ class GlueConfig:
     preset: str = "bert_tiny"
     vocab_file: str = ""
     lowercase: bool = True
-    seq_length: int = 128
-    global_batch_size: int = 32
+    seq_length: Annotated[int, Range(min=3)] = 128
+    global_batch_size: Annotated[int, Range(min=1)] = 32
     epochs: int = 3
     dropout: float = 0.1
     skip_bad_rows: bool = False
@@ -272,6 +274,7 @@ class ClassificationTask(base.Task):
             training=split == "train",
             pad_to_seq_length=self.task_config.pad_to_seq_length,
             input_context=input_context,
+            seed=self.config.runtime.seed,
         )
 
     # --- model, losses, metrics -----------------------------------------------

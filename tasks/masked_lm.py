@@ -50,6 +50,7 @@ class BertPretrainingTask(PretrainingTask):
                 is_training,
                 input_context=input_context,
                 shuffle_buffer_size=data.shuffle_buffer_size,
+                seed=self.config.runtime.seed,
             )
         else:
             dataset = masking.dynamic_masking_dataset(
@@ -61,6 +62,8 @@ class BertPretrainingTask(PretrainingTask):
                 is_training,
                 input_format=data.input_format,
                 input_context=input_context,
+                seed=self.config.runtime.seed or 0,
+                shuffle_buffer_size=data.shuffle_buffer_size,
             )
         return dataset.map(self.to_keras)
 

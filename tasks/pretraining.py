@@ -6,9 +6,11 @@ NSP) and `causal_lm.py` (`gpt/pretraining`).
 """
 
 import dataclasses
+from typing import Annotated
 import functools
 import os
 
+from tfplm.config import Range
 from tfplm.models import pretrained
 from tfplm.tasks import base
 
@@ -30,10 +32,10 @@ class DataConfig:
 
     input_path: str = ""
     input_format: str = "tfrecord"
-    seq_length: int = 128
-    max_predictions_per_seq: int = 20
-    global_batch_size: int = 32
-    shuffle_buffer_size: int = 10_000
+    seq_length: Annotated[int, Range(min=3)] = 128
+    max_predictions_per_seq: Annotated[int, Range(min=1)] = 20
+    global_batch_size: Annotated[int, Range(min=1)] = 32
+    shuffle_buffer_size: Annotated[int, Range(min=0)] = 10_000
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tfplm import export, models, tasks
+from tfplm.export import serving as serving_lib
 from tfplm.export import report as report_lib
 from tfplm.tasks.masked_lm import mask_a_word
 from tfplm.tokenizers import BertPreprocessor
@@ -126,7 +127,7 @@ def test_export_model_checks_a_gpt_token_for_token(sentences, tmp_path):
     assert report_lib.failures(report) == []
     assert "—" in report_lib.format_table(report)  # no max abs diff for generated tokens
     assert json.loads((tmp_path / "export_report.json").read_text()) == json.loads(json.dumps(report))
-    assert sorted(os.listdir(tmp_path)) == ["export_report.json", "gpt"]
+    assert sorted(os.listdir(tmp_path)) == [serving_lib.LOCK_FILE, "export_report.json", "gpt"]  # the lock stays, unheld
     with pytest.raises(ValueError, match="TFLite export does not cover a GPT"):
         export.export_model(model, tmp_path, {"prompt": sentences[:2]}, formats=("tflite",))
 

@@ -163,7 +163,7 @@ def test_task_compile_takes_the_steps_fit_runs(tmp_path):
     task = tfplm.tasks.get(
         "text/classification",
         overrides=f"task.train_file={train_file},task.text_column=1,task.label_column=0,"
-        f"task.init_checkpoint={FIXTURE},task.global_batch_size=4",
+        f"task.init_checkpoint={FIXTURE},task.global_batch_size=4,task.seq_length=64",
     )
     model = task.build_model()
     train = task.build_inputs("train")

@@ -1,10 +1,15 @@
 """Pretraining data: BERT's instances and TFRecords, the reader, dynamic masking, causal-LM blocks."""
 
 import collections
+import logging
 import os
+import pathlib
 import random
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -288,6 +293,110 @@ def test_a_failed_run_leaves_no_shard_behind(sample_file, vocab_file, tmp_path, 
     assert not list(tmp_path.iterdir())  # neither a shard nor a temporary file
 
 
+def test_input_without_text_is_an_error_and_writes_nothing(vocab_file, tmp_path):
+    (tmp_path / "in").mkdir()
+    empty, blank = tmp_path / "in" / "empty.txt", tmp_path / "in" / "blank.txt"
+    empty.write_text("")
+    blank.write_text("\n  \n\n")
+    for input_format in ("bert", "prose"):
+        with pytest.raises(ValueError, match=rf"no instances: the input \({re.escape(str(empty))}, {re.escape(str(blank))}\) holds no text"):
+            create_pretraining_data([empty, blank], vocab_file, tmp_path / "out" / "data", input_format=input_format)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # not even the output folder
+
+
+@pytest.mark.parametrize("input_format, line", [("bert", 3), ("prose", 3)])
+def test_input_that_is_not_utf8_names_the_file_and_line(tmp_path, input_format, line):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("The cat sat.\nThe dog ran.\nThe caf\xe9 was shut.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:{line}: not UTF-8 .*re-encode the file as UTF-8"):
+        list(read_documents([str(path)], input_format))
+
+
+def test_bad_vocabulary_is_refused_before_anything_is_written(sample_file, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[UNK]\n[PAD]\n[CLS]\n[SEP]\n[MASK]\nthe\n")
+    with pytest.raises(ValueError, match=r"has '\[PAD\]' at id 1 \(line 2\)"):
+        create_pretraining_data([sample_file], str(vocab), tmp_path / "out" / "data", num_shards=2, num_workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vocab.txt"]
+
+
+def _binary(test_data_dir, vocab_file, prefix, num_workers):
+    """tools/create_pretraining_data.py on the shipped books, slow enough (dupe_factor=100) to stop midway."""
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tools", "create_pretraining_data.py"),
+         f"--input={test_data_dir / 'books' / '*.txt'}", "--input_format=prose", f"--vocab_file={vocab_file}",
+         f"--output={prefix}", f"--max_seq_length={SEQ}", f"--max_predictions_per_seq={PREDICTIONS}",
+         "--dupe_factor=100", "--window_size=20", "--num_shards=2", f"--num_workers={num_workers}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _wait_until(condition, process=None, what=""):
+    """Polls `condition` (a liveness bound, not a timing claim: 300 s on any machine)."""
+    for _ in range(3000):
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the binary ended before {what}:\n{process.stdout.read()[-3000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting until {what}")
+
+
+def _writing(folder):
+    """Whether a hidden temporary shard under `folder` holds records yet."""
+    return any(p.stat().st_size > 0 for p in folder.glob(".data-*.tmp-*")) if folder.is_dir() else False
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def _workers(parent):
+    """The pids of `parent`'s multiprocessing workers (Linux /proc)."""
+    pids = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in command:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_run_publishes_no_shard_and_its_workers_end(test_data_dir, vocab_file, tmp_path):
+    out = tmp_path / "out"
+    process = _binary(test_data_dir, vocab_file, out / "data", num_workers=2)
+    _wait_until(lambda: _writing(out), process, "a worker wrote records")
+    workers = _workers(process.pid)
+    assert len(workers) == 2
+    process.kill()  # kill -9: nothing of the parent's runs
+    process.wait()
+    _wait_until(lambda: not any(_alive(pid) for pid in workers), what="the workers ended with their parent")
+    assert not list(out.glob("data-*"))  # what a PREFIX-* glob reads: no shard, partial or not
+    assert list(out.glob(".data-*.tmp-*"))  # the killed run's hidden temporaries ...
+    config = PretrainingDataConfig(max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, dupe_factor=1, window_size=20)
+    counts = create_pretraining_data(
+        sorted((test_data_dir / "books").glob("*.txt")), vocab_file, out / "data", config, input_format="prose", num_shards=2
+    )
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in counts)  # ... removed by the next run
+
+
+def test_sigterm_removes_the_temporaries_and_the_new_folder(test_data_dir, vocab_file, tmp_path):
+    out = tmp_path / "out"
+    process = _binary(test_data_dir, vocab_file, out / "data", num_workers=1)
+    _wait_until(lambda: _writing(out), process, "records were written")
+    process.terminate()
+    assert process.wait() == 128 + signal.SIGTERM
+    assert not out.exists(), list(out.iterdir())
+
+
 # --- reading TFRecords --------------------------------------------------------------
 
 
@@ -369,6 +478,39 @@ def test_records_of_other_lengths_are_rejected_clearly(tmp_path):
         bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), 128, PREDICTIONS, 2, is_training=False)
 
 
+def test_empty_record_files_are_skipped_and_counted(tmp_path, caplog):
+    written = google_records(tmp_path / "data-0", 6)
+    (tmp_path / "data-1").write_bytes(b"")
+    (tmp_path / "data-2").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        dataset = bert_pretraining_dataset(str(tmp_path / "data-*"), SEQ, PREDICTIONS, 2, is_training=True)
+    assert f"skipping 2 empty (0-byte) record files of 3: {tmp_path / 'data-1'}, {tmp_path / 'data-2'}" in caplog.text
+    # Training reads the other file (alone, a 0-byte file would leave it waiting for a first batch forever).
+    expected = {tuple(v["input_ids"]) for v in written}
+    assert {tuple(x) for f, _ in dataset.take(3) for x in f["input_word_ids"].numpy()} <= expected
+    one_pass = bert_pretraining_dataset(str(tmp_path / "data-*"), SEQ, PREDICTIONS, 2, is_training=False)
+    assert [tuple(x) for f, _ in one_pass for x in f["input_word_ids"].numpy()] == [tuple(v["input_ids"]) for v in written]
+
+
+def test_only_empty_record_files_are_an_error(tmp_path):
+    (tmp_path / "data-0").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"all 1 record files are empty \(0 bytes\), e.g. {re.escape(str(tmp_path / 'data-0'))}"):
+        bert_pretraining_dataset(str(tmp_path / "data-*"), SEQ, PREDICTIONS, 2, is_training=True)
+
+
+def test_truncated_record_file_is_named_before_training_reads_it(tmp_path):
+    google_records(tmp_path / "data-0", 4)
+    google_records(tmp_path / "data-1", 4, seed=1)
+    whole = (tmp_path / "data-1").read_bytes()
+    (tmp_path / "data-1").write_bytes(whole[:-10])  # as a killed writer leaves it
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'data-1'))}: truncated or not a TFRecord file: record 3 at byte \d+ runs past the end"):
+        bert_pretraining_dataset(str(tmp_path / "data-*"), SEQ, PREDICTIONS, 2, is_training=True)
+    # What TensorFlow alone says, mid-training: an offset, but no file name.
+    with pytest.raises(tf.errors.DataLossError, match="truncated record at") as raised:
+        list(tf.data.TFRecordDataset(str(tmp_path / "data-1")))
+    assert "data-1" not in str(raised.value)
+
+
 def first_ids_per_pipeline(pattern, is_training, take=None):
     seen = []
     for pipeline in range(2):
@@ -401,6 +543,15 @@ def test_dynamic_masking_has_the_structure_of_the_tfrecord_reader(tmp_path, toke
         records = bert_pretraining_dataset(str(tmp_path / "google.tfrecord"), SEQ, PREDICTIONS, 4, is_training)
         dynamic = masking.dynamic_masking_dataset(sample_file, tokenizer, SEQ, PREDICTIONS, 4, is_training)
         assert dynamic.element_spec == records.element_spec
+
+
+@pytest.mark.parametrize("num_pipelines", [1, 2])
+def test_dynamic_masking_without_text_is_an_error_not_a_wait(tmp_path, tokenizer, num_pipelines):
+    (tmp_path / "a.txt").write_text("The only sentence.\n" if num_pipelines == 2 else "\n\n")
+    context = tf.distribute.InputContext(num_input_pipelines=num_pipelines, input_pipeline_id=num_pipelines - 1)
+    expected = "the files hold no text" if num_pipelines == 1 else "input pipeline 1 of 2 gets no text"
+    with pytest.raises(ValueError, match=expected):
+        masking.dynamic_masking_dataset(str(tmp_path / "*.txt"), tokenizer, SEQ, PREDICTIONS, 2, True, input_context=context)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import re
 
 import pytest
 import tensorflow as tf
@@ -119,6 +120,50 @@ def test_unknown_format_and_non_utf8_say_how_to_fix(tmp_path):
         read_labeled_examples(str(path), FileLayout(text="text", label="label"))
 
 
+@pytest.mark.parametrize(
+    "name, content, layout, expected",
+    [
+        ("train.tsv", "sentence\tlabel\n", FileLayout(text="sentence", label="label"), "has no examples (only a header line)"),
+        ("dev.csv", "text,label\r\n\r\n", FileLayout(text="text", label="label"), "has no examples (only a header line)"),
+        ("raw.tsv", "\n", FileLayout(text=0, label=1, header=False), "has no examples (no rows)"),
+        ("data.jsonl", "\n", FileLayout(text="text", label="label"), "has no examples (no rows)"),
+    ],
+)
+def test_file_without_examples_is_an_error_naming_it(tmp_path, name, content, layout, expected):
+    path = write(tmp_path / name, content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(path)} {re.escape(expected)}; expected one example per line$"):
+        read_labeled_examples(path, layout)
+
+
+def test_file_whose_rows_are_all_skipped_is_an_error(tmp_path):
+    path = write(tmp_path / "train.tsv", "sentence\tlabel\nno label\t\n\tpos\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(path)}: every row is bad \(1 empty_text, 1 missing_label\)"):
+        read_labeled_examples(path, FileLayout(text="sentence", label="label"), skip_bad_rows=True)
+
+
+def _rare_label_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "rare label" in r.getMessage()]
+
+
+def test_a_label_with_very_few_rows_is_named_with_its_count(tmp_path, caplog):
+    rows = "good film\tpositive\n" * 20 + "bad film\tnegative\n" * 20 + "fine film\tpostive\n"
+    path = write(tmp_path / "train.tsv", "sentence\tlabel\n" + rows)
+    with caplog.at_level(logging.WARNING):
+        examples = read_labeled_examples(path, FileLayout(text="sentence", label="label"))
+    assert examples.label_names == ["negative", "positive", "postive"]  # still a class: only a warning
+    (message,) = _rare_label_warnings(caplog)
+    assert f"{path}: rare label(s) 'postive' (1 row) among 3 labels (the largest has 20 rows)" in message
+
+
+def test_balanced_or_known_labels_get_no_rare_label_warning(tmp_path, caplog):
+    small = write(tmp_path / "small.tsv", "sentence\tlabel\na\tx\nb\tx\nc\ty\n")  # 1 vs 2 rows: not rare
+    rare = write(tmp_path / "rare.tsv", "sentence\tlabel\n" + "a\tx\n" * 20 + "b\ty\n")
+    with caplog.at_level(logging.WARNING):
+        read_labeled_examples(small, FileLayout(text="sentence", label="label"))
+        read_labeled_examples(rare, FileLayout(text="sentence", label="label"), label_names=["x", "y"])
+    assert _rare_label_warnings(caplog) == []
+
+
 # CoLA's raw files (in_domain_train.tsv, ...): no header; source, label, original label, sentence.
 COLA_RAW = (
     "gj04\t1\t\tOur friends won't buy this analysis, let alone the next one we propose.\n"
@@ -181,3 +226,11 @@ def test_classification_task_has_header_overrides_the_guess(tmp_path):
     # Column 0 as the second text of a pair is a column, not "no text_b".
     pair = _custom_task(tmp_path, "task.text_column=3,task.text_b_column=0,task.label_column=1,task.has_header=true")
     assert pair.is_pair and pair.examples("train").texts_b == ["gj04", "gj04", "clc95"]
+
+
+def test_classification_task_with_a_header_only_train_file_names_it(tmp_path):
+    write(tmp_path / "train.tsv", "text\tlabel\n")
+    write(tmp_path / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    task = _custom_task(tmp_path, "task.text_column=text")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / 'train.tsv'))} has no examples \(only a header line\)"):
+        task.num_classes

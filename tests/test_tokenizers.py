@@ -184,6 +184,50 @@ def test_missing_or_empty_vocab_files_are_clear_errors(tmp_path):
         WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"])
 
 
+def test_vocab_with_a_token_twice_names_the_token_and_both_places(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\nthe\n")
+    with pytest.raises(ValueError, match=rf"vocab file '{path}' lists the token 'the' twice \(lines 6 and 8\)"):
+        WordPieceTokenizer(str(path))
+    with pytest.raises(ValueError, match=r"the vocabulary lists the token 'cat' twice \(ids 5 and 6\)"):
+        WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cat", "cat"])
+
+
+def test_vocab_whose_pad_is_not_id_0_is_refused(tmp_path):
+    # Padding is id 0 everywhere BERT pads (its TFRecords, masks, checkpoints):
+    # with [UNK] first, padded positions would read as unknown words.
+    path = tmp_path / "vocab.txt"
+    path.write_text("[UNK]\n[PAD]\n[CLS]\n[SEP]\n[MASK]\nthe\n")
+    with pytest.raises(ValueError, match=rf"vocab file '{path}' has '\[PAD\]' at id 1 \(line 2\); BERT pads with id 0"):
+        WordPieceTokenizer(str(path))
+    with pytest.raises(ValueError, match=r"the vocabulary has '\[PAD\]' at id 4"):
+        WordPieceTokenizer(["[UNK]", "[CLS]", "[SEP]", "[MASK]", "[PAD]"])
+
+
+def test_vocab_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_bytes("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"vocab file '{path}':6: not UTF-8"):
+        WordPieceTokenizer(str(path))
+
+
+def test_learning_a_vocab_needs_room_beyond_the_reserved_tokens_and_some_text():
+    with pytest.raises(ValueError, match=r"vocab_size=0; expected more than the 5 reserved tokens"):
+        build_wordpiece_vocab(["the cat sat"], vocab_size=0)
+    with pytest.raises(ValueError, match=r"vocab_size=5; expected more than the 5 reserved tokens"):
+        build_wordpiece_vocab(["the cat sat"], vocab_size=5)
+    with pytest.raises(ValueError, match="no words to learn a vocabulary from"):
+        build_wordpiece_vocab([], vocab_size=100)
+
+
+def test_sentencepiece_without_text_is_an_error_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="no text to learn a SentencePiece model from"):
+        train_sentencepiece([], 100, str(tmp_path / "spm"))
+    with pytest.raises(ValueError, match="SentencePiece cannot train with vocab_size=2"):
+        train_sentencepiece(["the cat sat on the mat"] * 10, 2, str(tmp_path / "spm"))
+    assert not list(tmp_path.iterdir())
+
+
 def test_learned_vocab_starts_with_reserved_tokens_and_covers_its_text(test_data_dir):
     sentences = (test_data_dir / "sentences.txt").read_text(encoding="utf-8").splitlines()[:400]
     vocabulary = build_wordpiece_vocab(sentences, vocab_size=800)

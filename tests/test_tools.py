@@ -329,3 +329,87 @@ def test_label_names_must_fit_the_classifier(unlabelled_classifier, tmp_path):
     path, _ = unlabelled_classifier
     result = run_tool("export", f"--pretrained={path}", f"--export_dir={tmp_path}", "--label_names=a,b,c", check=False)
     assert_one_line_error(result, "3 label_names for a 2-class classifier")
+
+
+# --- library errors through every binary: one line; TensorFlow/Keras errors: a traceback ------
+
+
+def _hostile_checkpoint(tmp_path, change):
+    """A copy of the hf_bert fixture converted to tfplm's format, its config changed by `change`."""
+    path = tmp_path / "ckpt"
+    models.BertEncoder.from_pretrained(str(FIXTURES / "hf_bert"), seq_length=16).save_pretrained(path)
+    spec = json.loads((path / "tfplm_config.json").read_text())
+    change(spec)
+    (path / "tfplm_config.json").write_text(json.dumps(spec))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        (lambda spec: spec.update(weights="../../etc/passwd"), ["tfplm_config.json key 'weights' '../../etc/passwd' is outside the checkpoint folder"]),
+        (lambda spec: spec["config"].update(vocab_size=10**12), ["config vocab_size=1000000000000 but tensor", "vocab_size=800"]),
+    ],
+    ids=["outside_path", "huge_vocab"],
+)
+def test_hostile_checkpoints_are_one_line_errors_of_every_binary_that_reads_them(change, fragments, tmp_path):
+    checkpoint = _hostile_checkpoint(tmp_path, change)
+    for binary, args in [
+        ("convert_checkpoint", [f"--input={checkpoint}", f"--output={tmp_path / 'out'}"]),
+        ("export", [f"--pretrained={checkpoint}", f"--export_dir={tmp_path / 'export'}"]),
+    ]:
+        result = run_tool(binary, *args, check=False)
+        assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "export").exists()
+
+
+def test_a_truncated_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
+    checkpoint = _hostile_checkpoint(tmp_path, lambda spec: None)
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = run_tool("convert_checkpoint", f"--input={checkpoint}", f"--output={tmp_path / 'out'}", check=False)
+    assert_one_line_error(result, f"{weights}: cannot be read as safetensors", "truncated or corrupt")
+
+
+@pytest.mark.parametrize(
+    "content, fragments",
+    [
+        ("task: 5\n", ["c.yaml: task: expected a mapping of its keys", "got 5"]),
+        ('{"trainer": {"train_steps": 3,}\n', ["c.yaml: line 2, column 1: not valid YAML or JSON"]),
+        ("\udcff\udcfe[[[", ["c.yaml: not a text file"]),
+    ],
+    ids=["scalar_task", "not_json", "binary"],
+)
+def test_a_bad_config_file_is_a_one_line_error_naming_it(content, fragments, tmp_path, test_data_dir):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    result = run_tool(
+        "train", "--experiment=glue/sst2", f"--model_dir={tmp_path / 'run'}", f"--glue_dir={test_data_dir / 'glue'}",
+        f"--config_file={path}", check=False,
+    )
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_value_errors_from_inside_tensorflow_or_keras_are_bugs_not_user_errors():
+    import keras
+
+    from tfplm.config import ConfigError
+    from tfplm.models.checkpoints import CheckpointError
+
+    def raised(function):
+        try:
+            function()
+        except Exception as error:  # noqa: BLE001
+            return error
+        raise AssertionError("nothing raised")
+
+    keras_error = raised(lambda: keras.layers.Dense(-1))
+    assert isinstance(keras_error, ValueError) and not _cli.is_user_error(keras_error)
+
+    def library_error():
+        raise CheckpointError("x: bad")
+
+    for error in (raised(library_error), raised(lambda: open("/no/such/file")), ConfigError("k: bad")):
+        assert _cli.is_user_error(error), error
+    assert not _cli.is_user_error(raised(lambda: {}["key"]))

@@ -1,8 +1,9 @@
 """The one config system: typed dataclasses, YAML files, dotted overrides.
 
 Apply in this order: the experiment's defaults, then YAML files, then
-`key.sub=value` overrides. Unknown keys and values of the wrong type are
-errors that name the key.
+`key.sub=value` overrides. Unknown keys, values of the wrong type and values
+outside a field's `Range` (declared with `typing.Annotated`) are errors that
+name the key.
 
 Example:
 >>> @dataclasses.dataclass
@@ -26,9 +27,45 @@ class ConfigError(ValueError):
     """A config key or value that does not fit the experiment's dataclasses."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric config field, declared with `typing.Annotated`.
+
+    Values set from YAML files and overrides are checked, and `validate`
+    checks a whole config (the trainer does before it runs).
+
+    Example:
+    >>> @dataclasses.dataclass
+    ... class Trainer:
+    ...     train_steps: typing.Annotated[int, Range(min=1)] = 100
+    >>> override(Trainer(), "train_steps=-5")
+    Traceback (most recent call last):
+    ...
+    tfplm.config.ConfigError: train_steps=-5 is out of range: it must be at least 1
+    """
+
+    min: float | None = None
+    max: float | None = None
+
+    def check(self, value, key):
+        if value is None:
+            return
+        if self.min is not None and value < self.min:
+            raise ConfigError(f"{key}={value!r} is out of range: it must be at least {self.min}")
+        if self.max is not None and value > self.max:
+            raise ConfigError(f"{key}={value!r} is out of range: it must be at most {self.max}")
+
+
 def _coerce(value, annotation, key):
     """`value` checked (and converted where lossless) against a type annotation."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        inner, *extras = typing.get_args(annotation)
+        value = _coerce(value, inner, key)
+        for extra in extras:
+            if isinstance(extra, Range):
+                extra.check(value, key)
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
@@ -65,8 +102,10 @@ def _coerce(value, annotation, key):
             raise ConfigError(f"{key}: expected float, got {value!r}") from None
     if annotation is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if annotation is int and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is float and value != value:
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
     if isinstance(annotation, type) and not isinstance(value, annotation):
         raise ConfigError(
             f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}"
@@ -75,7 +114,7 @@ def _coerce(value, annotation, key):
 
 
 def _fields(cls):
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -104,7 +143,13 @@ def merge(config, values, prefix=""):
                 + ", ".join(prefix + f for f in fields)
             )
         current = getattr(config, name)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+        if dataclasses.is_dataclass(current) and value is None:
+            continue  # an empty YAML section: nothing to change
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                keys = list(_fields(type(current)))
+                shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+                raise ConfigError(f"{key}: expected a mapping of its keys ({shown}), got {value!r}")
             changes[name] = merge(current, value, prefix=key + ".")
         else:
             changes[name] = _coerce(value, fields[name], key)
@@ -118,7 +163,10 @@ def parse_overrides(text):
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = (s.strip() for s in item.split("=", 1))
-        value = yaml.safe_load(raw) if raw else ""
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not a YAML scalar; quote it") from None
         node = nested
         *parents, leaf = key.split(".")
         for part in parents:
@@ -133,12 +181,49 @@ def override(config, text):
 
 
 def load_yaml(config, path):
-    """`config` with the YAML file at `path` applied on top."""
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    """`config` with the YAML (or JSON) file at `path` applied on top."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file ({error}); expected a YAML or JSON config") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML or JSON: {problem}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return merge(config, values)
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {values!r}")
+    try:
+        return merge(config, values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def validate(config):
+    """Checks every field of `config` (types and `Range`s) as if it had been
+    read from YAML, wherever it came from (code, notebook, file); returns it.
+
+    Example:
+    >>> @dataclasses.dataclass
+    ... class Trainer:
+    ...     train_steps: typing.Annotated[int, Range(min=1)] = 100
+    >>> validate(Trainer(train_steps=0))
+    Traceback (most recent call last):
+    ...
+    tfplm.config.ConfigError: train_steps=0 is out of range: it must be at least 1
+    """
+    _validate(config, prefix="")
+    return config
+
+
+def _validate(config, prefix):
+    for name, annotation in _fields(type(config)).items():
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):  # also where the field says typing.Any (a task's config)
+            _validate(value, f"{prefix}{name}.")
+        else:
+            _coerce(value, annotation, prefix + name)
 
 
 def to_dict(config):

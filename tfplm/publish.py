@@ -14,6 +14,8 @@ file systems.
 """
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -39,11 +41,41 @@ def _temporary_sibling(path, make_directory):
     return tmp
 
 
-def _remove(path):
+def remove(path):
+    """Removes a file, link or folder tree, if there."""
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.remove(path)
+
+
+def _exchange(a, b):
+    """Swaps two existing paths in one step (Linux's renameat2 RENAME_EXCHANGE);
+    False where the system or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
+def _replace_directory(tmp, path):
+    """`tmp` becomes `path`, an existing folder; a reader always finds one of the two whole."""
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # the old folder, now under the temporary name
+        return
+    # Two renames: between them `path` is briefly absent, never half-written.
+    old = _temporary_sibling(path, make_directory=True)
+    os.rmdir(old)
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -54,18 +86,30 @@ def _publish(path, make_directory, replace):
     tmp = _temporary_sibling(path, make_directory)
     try:
         yield tmp
-        if make_directory and os.path.isdir(path):
-            # Swap folders: rename the old one aside, the new one in, then delete the old.
-            old = _temporary_sibling(path, make_directory=True)
-            os.rmdir(old)
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
+        if replace and make_directory and os.path.isdir(path):
+            _replace_directory(tmp, path)
+        elif replace:
             os.replace(tmp, path)
+        elif make_directory:
+            os.rename(tmp, path)  # fails, rather than replace, if another writer published `path` meanwhile
+        else:
+            os.link(tmp, path)  # the same for a file: a link fails where a rename would replace
+            os.remove(tmp)
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
+
+
+def remove_temporaries(folder):
+    """Removes the hidden temporaries (`.NAME.tmp-XXXX`) that killed writers
+    left in `folder`; only its writer may call it (`tfplm.locking`), since a
+    live writer's temporary looks the same. Returns the names removed."""
+    if not os.path.isdir(folder):
+        return []
+    removed = sorted(name for name in os.listdir(folder) if name.startswith(".") and ".tmp-" in name)
+    for name in removed:
+        remove(os.path.join(folder, name))
+    return removed
 
 
 def directory(path, replace=False):

@@ -20,8 +20,10 @@ import contextlib
 import logging as std_logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import traceback
 import warnings
 
 VERBOSE_ENV = "TFPLM_VERBOSE"
@@ -40,6 +42,9 @@ _quiet = False
 # checkpoint or data row (ConfigError, CheckpointError, BadRowError and
 # UnsupportedExport are ValueErrors) or a path that is not there.
 USER_ERRORS = (ValueError, OSError)
+# A ValueError raised inside TensorFlow or Keras is not the user's: tfplm
+# validates what it gives them, so it is a bug of tfplm's, shown with its traceback.
+_BUG_SOURCES = re.compile(r"[/\\](tensorflow|keras|tf_keras)[/\\]")
 
 
 def _verbosity_flag(argv):
@@ -144,10 +149,20 @@ def _configure_logging():
     return verbose
 
 
+def is_user_error(error):
+    """Whether `error` is a user mistake to print as one line (see `USER_ERRORS`)."""
+    if not isinstance(error, USER_ERRORS):
+        return False
+    if isinstance(error, OSError):
+        return True
+    frames = traceback.extract_tb(error.__traceback__)
+    return not (frames and _BUG_SOURCES.search(frames[-1].filename))
+
+
 def run(main):
     """`absl.app.run(main)`, quiet unless verbose; a user error (a bad flag, or
-    one of `USER_ERRORS` from the library) is printed as `error: ...` with exit
-    status 1 instead of a traceback."""
+    one of `USER_ERRORS` from the library: `is_user_error`) is printed as
+    `error: ...` with exit status 1 instead of a traceback."""
     from absl import app, flags
 
     def parse(argv):
@@ -158,6 +173,9 @@ def run(main):
 
     def wrapped(argv):
         verbose = _configure_logging()
+        # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C: what is
+        # half-written is removed (tfplm.publish) and worker processes stopped.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             return main(argv)
         except BrokenPipeError:
@@ -165,11 +183,16 @@ def run(main):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         except USER_ERRORS as error:
-            if verbose:
+            if verbose or not is_user_error(error):
                 raise
-            sys.exit(f"error: {error}")
+            sys.exit(f"error: {_one_line(error)}")
 
     app.run(wrapped, flags_parser=parse)
+
+
+def _one_line(error):
+    """The error's message on one line (a multi-line message's lines joined)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
 def read_experiment(model_dir):
@@ -181,8 +204,11 @@ def read_experiment(model_dir):
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: not valid YAML ({_one_line(error)}); fix it or use another --model_dir") from None
     return (values.get("experiment") or "") if isinstance(values, dict) else ""
 
 

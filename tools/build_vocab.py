@@ -6,6 +6,9 @@
         --vocab_size=8000 --output=spm.model
 
 Gutenberg headers and byte-order marks are removed; each paragraph is one text.
+Input that is not UTF-8, holds no text, or a --vocab_size with no room for
+learned tokens is an error, and nothing is written; the output appears whole
+or not at all.
 """
 
 import _cli
@@ -13,12 +16,12 @@ import _cli
 _cli.quiet()
 
 import itertools  # noqa: E402
-import os  # noqa: E402
 import time  # noqa: E402
 
 from absl import flags  # noqa: E402
 
-from tfplm.data import text  # noqa: E402
+from tfplm import publish  # noqa: E402
+from tfplm.data import documents, text  # noqa: E402
 from tfplm.tokenizers import build_wordpiece_vocab, train_sentencepiece  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -33,11 +36,14 @@ flags.DEFINE_integer("max_lines", 0, "Use at most this many paragraphs (0 = all)
 def main(argv):
     del argv
     start = time.perf_counter()
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     files = text.expand_files(FLAGS.input)
-    lines = text.iter_lines(files)
+    lines = documents.paragraphs(files)  # bytes that are not UTF-8: an error naming the file and line
     if FLAGS.max_lines:
         lines = itertools.islice(lines, FLAGS.max_lines)
+    first = next(lines, None)
+    if first is None:
+        raise ValueError(f"--input={FLAGS.input}: the {len(files)} file(s) hold no text; nothing was written")
+    lines = itertools.chain([first], lines)
     if FLAGS.tokenizer == "sentencepiece":
         if not FLAGS.output.endswith(".model"):
             raise ValueError(f"--output={FLAGS.output}: a SentencePiece model's name must end in .model")
@@ -45,8 +51,7 @@ def main(argv):
         size = FLAGS.vocab_size
     else:
         vocabulary = build_wordpiece_vocab(list(lines), FLAGS.vocab_size, lowercase=FLAGS.lowercase)
-        with open(FLAGS.output, "w", encoding="utf-8") as f:
-            f.write("\n".join(vocabulary) + "\n")
+        publish.write_text(FLAGS.output, "\n".join(vocabulary) + "\n")
         size = len(vocabulary)
     print(f"wrote {size} tokens from {len(files)} files to {FLAGS.output} in {time.perf_counter() - start:.1f}s")
 

@@ -8,6 +8,13 @@ Instances are google-research/bert's (same algorithm, feature names, dtypes
 and padding; see tfplm/data/bert_instances.py), made in bounded memory: documents
 are processed `--window_size` at a time, over `--num_workers` processes. The
 same flags and seed give the same bytes, whatever `--num_workers`.
+
+Shards appear under their names only when all of them are complete (a glob
+`PREFIX-*` never reads a partial one); workers end with this process, and a
+run stopped by Ctrl-C or SIGTERM removes its temporary files (one killed with
+SIGKILL leaves hidden ones, which the next run with the same --output removes).
+Input that is not UTF-8, holds no text, or a bad vocabulary is a one-line
+error, and nothing is written.
 """
 
 import _cli

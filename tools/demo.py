@@ -68,7 +68,7 @@ def main(argv):
         max_seq_length=FLAGS.seq_length, max_predictions_per_seq=10, dupe_factor=3, window_size=50
     )
     counts = create_pretraining_data(
-        [books], vocab_file, os.path.join(out, "data", "books"), config, input_format="prose", num_shards=2
+        [books], vocab_file, os.path.join(out, "data", "books"), config, input_format="prose", num_shards=1
     )
     print(f"{sum(counts.values())} instances -> {os.path.join(out, 'data')} ({time.perf_counter() - start:.0f}s)")
 
@@ -139,8 +139,10 @@ def main(argv):
     start = step("6. export for TF Serving, TF Hub and TFLite; check each on 200 SST-2 dev sentences")
     serving_dir = os.path.join(out, "serving")
     with _cli.native_logs_hidden():  # the TFLite runtimes log as they start
+        # A demo publishes what it made and shows the report, bars missed or not.
         result = exporter.export_model(
-            classifier, serving_dir, glue.held_out_examples(200), model_name="sst2", quantize="dynamic_int8"
+            classifier, serving_dir, glue.held_out_examples(200), model_name="sst2", quantize="dynamic_int8",
+            allow_mismatch=True,
         )
     print(report.format_table(result))
     missed = report.failures(result)

@@ -8,10 +8,13 @@ tfplm's layout. Building the model and assigning the weights is done once, in
 """
 
 import dataclasses
+import json
 import os
 import re
 
 import numpy as np
+
+from tfplm.models import presets
 
 # Files that can only be read by unpickling them, which runs arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt.pt")
@@ -61,6 +64,178 @@ HEAD_PREFIXES = {
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked; the message says why and what to do."""
+
+
+# --- what a checkpoint folder may make tfplm read ------------------------------------
+
+
+def _roots(directory):
+    """Where the files of checkpoint folder `directory` may live (real paths): the
+    folder, and for a Hugging Face hub cache snapshot (`.../snapshots/<revision>/`,
+    whose files are links to `../../blobs/`) its repository's blobs."""
+    real = os.path.realpath(directory)
+    parent = os.path.dirname(real)
+    if os.path.basename(parent) == "snapshots":
+        return [real, os.path.join(os.path.dirname(parent), "blobs")]
+    return [real]
+
+
+def inside(directory, name, key):
+    """`directory/name`: a file of a checkpoint folder, refused unless it stays in the folder.
+
+    A downloaded checkpoint names files (a config's "weights", a shard map, a
+    `checkpoint` file, tokenizer files) and holds files tfplm opens by name
+    (vocab.txt, ...). Each must be a relative name that resolves, symlinks
+    followed, inside the folder: otherwise the checkpoint could make tfplm
+    read, or reveal whether there is, any file of the machine. The check
+    happens before anything at the path is opened or tested for existence.
+
+    Args:
+        directory: the checkpoint folder.
+        name: the name, relative to the folder.
+        key: where the name comes from, for the message
+            (e.g. "tfplm_config.json key 'weights'").
+
+    Returns:
+        `os.path.join(directory, name)`.
+
+    Example:
+    >>> inside("ckpt", "model.safetensors", "weights")
+    'ckpt/model.safetensors'
+    """
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise CheckpointError(
+            f"{directory}: {key} is {name!r}; expected the name of a file in the checkpoint folder"
+        )
+    path = os.path.join(directory, name)
+    escapes = os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == os.pardir
+    if escapes or not any(_within(os.path.realpath(path), root) for root in _roots(directory)):
+        raise CheckpointError(
+            f"{directory}: {key} {name!r} is outside the checkpoint folder; a checkpoint may only "
+            "name files inside its folder: copy the file into the folder and name it relative to it"
+        )
+    return path
+
+
+def _within(path, root):
+    return os.path.commonpath([path, os.path.realpath(root)]) == os.path.realpath(root)
+
+
+def confine_folder(directory):
+    """Refuses a checkpoint folder any of whose files or subfolders resolves outside it.
+
+    For folders read by another library (keras-hub opens a preset's files by
+    itself), where tfplm cannot check each file as it is opened (`inside`).
+    """
+    for root, folders, files in os.walk(directory):
+        for name in folders + files:
+            relative = os.path.relpath(os.path.join(root, name), directory)
+            inside(directory, relative, "file")
+
+
+def read_json(directory, name, key="file"):
+    """The JSON object in `directory/name` (see `inside`); a clear error if it is not one."""
+    path = inside(directory, name, key)
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a JSON file ({error}); the checkpoint is corrupt") from None
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(content).__name__}")
+    return content
+
+
+def load_safetensors(path):
+    """Every tensor of the safetensors file `path` as numpy (bfloat16 as float32).
+
+    A truncated or corrupt file is a `CheckpointError` naming it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    tensors = {}
+    try:
+        try:
+            with safe_open(path, framework="numpy") as f:
+                for key in f.keys():
+                    value = f.get_tensor(key)
+                    tensors[key] = value.astype(np.float32) if value.dtype.name == "bfloat16" else value
+        except TypeError:  # bfloat16 has no numpy dtype; read through TensorFlow
+            import tensorflow as tf
+
+            with safe_open(path, framework="tf") as f:
+                for key in f.keys():
+                    tensors[key] = tf.cast(f.get_tensor(key), tf.float32).numpy()
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path}: cannot be read as safetensors ({error}); the file is truncated or corrupt: "
+            "download or write it again"
+        ) from None
+    return tensors
+
+
+# --- sizes in a config, checked before a model of them is built -----------------------
+
+# Backbone size arguments and the tensor (a `PARTS` part and leaf, block 0) and axis that show each.
+SIZES = {
+    "vocab_size": ("token_embedding", "embeddings", 0),
+    "hidden_size": ("token_embedding", "embeddings", 1),
+    "max_length": ("position_embedding", "embeddings", 0),
+    "type_vocab_size": ("type_embedding", "embeddings", 0),
+    "intermediate_size": ("intermediate", "kernel", 1),
+}
+
+
+def check_sizes(checkpoint, config):
+    """Checks a backbone config's sizes against the checkpoint's tensors, before any is allocated.
+
+    A downloaded config could otherwise make tfplm allocate any amount of
+    memory (`vocab_size=10**12`) before the weights are compared. Each size
+    must be a positive integer equal to the size of the tensor that has it,
+    and the whole model may not be much larger than the weights it is loaded
+    from (for sizes whose tensor the checkpoint lacks).
+
+    Args:
+        checkpoint: a `Checkpoint`, as read.
+        config: the constructor arguments of its backbone (with a caller's overrides).
+    """
+    weights, source = checkpoint.weights, f"{checkpoint.source_format} checkpoint {checkpoint.path!r}"
+    for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        if key not in config:
+            raise CheckpointError(f"{source}: its config lacks {key!r}")
+    for key in (*SIZES, "num_layers", "num_heads"):
+        value = config.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{source}: config {key}={value!r}; expected a positive integer")
+    for key, (part, leaf, axis) in SIZES.items():
+        path = tfplm_weight(part, leaf, layer=0)
+        if key in config and path in weights and config[key] != np.shape(weights[path])[axis]:
+            shape = tuple(np.shape(weights[path]))
+            origin = checkpoint.sources.get(path, path)
+            tensor = repr(path) if origin == path else f"{origin!r} (tfplm weight {path!r})"
+            raise CheckpointError(
+                f"{source}: config {key}={config[key]} but tensor {tensor} has shape {shape}, "
+                f"i.e. {key}={shape[axis]}; the checkpoint's config and weights disagree"
+            )
+    query = re.compile(re.escape(tfplm_weight("query", "kernel")).replace(re.escape("{layer}"), r"(\d+)") + r"\Z")
+    layers = {match.group(1) for match in map(query.match, weights) if match}
+    if layers and config.get("num_layers") != len(layers):
+        raise CheckpointError(
+            f"{source}: config num_layers={config.get('num_layers')} but the checkpoint has "
+            f"{len(layers)} blocks; the checkpoint's config and weights disagree"
+        )
+    if "hidden_size" in config and config["hidden_size"] % config.get("num_heads", 1):
+        raise CheckpointError(
+            f"{source}: config hidden_size={config['hidden_size']} is not divisible by "
+            f"num_heads={config['num_heads']}"
+        )
+    parameters = presets.count_parameters(checkpoint.family, config)
+    held = sum(int(np.size(w)) for w in weights.values())
+    if parameters > 2 * held + 10**6:
+        raise CheckpointError(
+            f"{source}: its config describes a model of {parameters:,} parameters but the checkpoint "
+            f"holds {held:,} weights; refusing to build it (the config's sizes and the weights disagree)"
+        )
 
 
 @dataclasses.dataclass

@@ -20,7 +20,6 @@ is inferred from the directory name as Google names its releases
 and defaults to lower-case (with a warning) when the name says neither.
 """
 
-import json
 import os
 import re
 
@@ -33,6 +32,8 @@ from tfplm.models.checkpoints.common import (
     NameMap,
     bert_rules,
     directory_of,
+    inside,
+    read_json,
     tfplm_weight,
     transpose,
 )
@@ -44,21 +45,36 @@ ARCHITECTURE = "Google checkpoint architecture"
 
 
 def checkpoint_prefix(directory):
-    """The checkpoint prefix in `directory`: bert_model.ckpt, else the only/latest one."""
-    preferred = os.path.join(directory, "bert_model.ckpt")
-    if tf.io.gfile.exists(preferred + ".index"):
-        return preferred
-    latest = tf.train.latest_checkpoint(directory)
-    if latest:
-        return latest
+    """The checkpoint prefix in `directory`: bert_model.ckpt, else the latest one its
+    `checkpoint` file names (refused unless inside `directory`), else the only one."""
+    if os.path.isfile(inside(directory, "bert_model.ckpt.index", "file")):
+        return os.path.join(directory, "bert_model.ckpt")
+    state = None
+    if os.path.isfile(inside(directory, "checkpoint", "file")):
+        state = tf.train.get_checkpoint_state(directory)  # None if unreadable
+    if state is not None and state.model_checkpoint_path:
+        # TensorFlow joins a relative path to `directory`; an absolute one stays as written.
+        name = os.path.relpath(state.model_checkpoint_path, directory)
+        latest = inside(directory, name, "the 'checkpoint' file's model_checkpoint_path")
+        if os.path.isfile(inside(directory, name + ".index", "file")):
+            return latest
     indexes = sorted(f[: -len(".index")] for f in os.listdir(directory) if f.endswith(".index"))
     if len(indexes) == 1:
         return os.path.join(directory, indexes[0])
     return None
 
 
+def _confine_prefix(prefix):
+    """Refuses a checkpoint whose files (prefix.index, prefix.data-*) lead outside its folder."""
+    directory, name = os.path.split(prefix)
+    directory = directory or "."
+    for file in os.listdir(directory):
+        if file.startswith(name + "."):
+            inside(directory, file, "checkpoint file")
+
+
 def is_google_dir(path):
-    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and checkpoint_prefix(path) is not None
+    return os.path.isfile(inside(path, CONFIG_FILE, "file")) and checkpoint_prefix(path) is not None
 
 
 def detect(path):
@@ -132,13 +148,20 @@ def read(path, do_lower_case=None):
     directory = directory_of(path)
     prefix = checkpoint_prefix(directory) if os.path.isdir(path) else path.removesuffix(".index")
     source = f"Google BERT checkpoint {directory!r}"
-    with open(os.path.join(directory, CONFIG_FILE), encoding="utf-8") as f:
-        config = json.load(f)
+    config = read_json(directory, CONFIG_FILE)
     # Google's LayerNorm epsilon is 1e-12 (tf.contrib.layers.layer_norm); its config omits it.
     config.setdefault("layer_norm_eps", 1e-12)
     model_config = bert_config(config, source)
-    reader = tf.train.load_checkpoint(prefix)
-    tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    _confine_prefix(prefix)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    except (tf.errors.OpError, IndexError) as error:  # IndexError: a data file shorter than its index says
+        message = (str(error).splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(
+            f"{prefix}: cannot read the TensorFlow checkpoint ({message}); it is truncated or corrupt: "
+            "download it again"
+        ) from None
     weights, sources, ignored = _name_map().apply(tensors, source)
     if tfplm_weight("query", "kernel", layer=0) not in weights:
         raise CheckpointError(
@@ -146,7 +169,7 @@ def read(path, do_lower_case=None):
             f"found e.g. {sorted(tensors)[:3]}. TF2 object-based checkpoints are not this format"
         )
     lowercase = infer_lowercase(directory) if do_lower_case is None else do_lower_case
-    vocab = os.path.join(directory, "vocab.txt")
+    vocab = inside(directory, "vocab.txt", "file")
     tokenizer = WordPieceTokenizer(vocab, lowercase=lowercase) if os.path.isfile(vocab) else None
     if tokenizer is None:
         logging.warning("%s has no vocab.txt; the model gets no tokenizer", directory)

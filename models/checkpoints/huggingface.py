@@ -13,12 +13,12 @@ and value.
 Only safetensors are read; pickled `pytorch_model.bin` files are refused.
 """
 
-import json
 import os
 
 import numpy as np
 from absl import logging
 
+from tfplm.models.checkpoints import common
 from tfplm.models.checkpoints.common import (
     Checkpoint,
     CheckpointError,
@@ -27,7 +27,9 @@ from tfplm.models.checkpoints.common import (
     bert_rules,
     check_tied,
     directory_of,
+    inside,
     module_rules,
+    read_json,
     refuse_pickle,
     tfplm_weight,
     transpose,
@@ -51,35 +53,36 @@ _LEAVES = {
 
 def detect(path):
     """Whether `path` is a Hugging Face directory (a config.json with a model_type)."""
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
+    if not os.path.isdir(path) or not os.path.isfile(inside(path, "config.json", "file")):
         return False
-    with open(config, encoding="utf-8") as f:
-        try:
-            content = json.load(f)
-        except json.JSONDecodeError:
-            return False
-    return isinstance(content, dict) and ("model_type" in content or "architectures" in content)
+    try:
+        content = read_json(path, "config.json")
+    except CheckpointError:
+        return False
+    return "model_type" in content or "architectures" in content
 
 
 def architecture(directory):
     """The checkpoint's `model_type` ("bert", "gpt2", ...)."""
-    return read_json(os.path.join(directory, "config.json")).get("model_type")
+    return read_json(directory, "config.json").get("model_type")
 
 
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _shards(directory, index):
+    """The files of a sharded checkpoint's `weight_map`, each inside `directory`."""
+    weight_map = read_json(directory, index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{directory}: {index} has no 'weight_map' of tensor names to files")
+    for tensor, name in weight_map.items():
+        inside(directory, name, f"{index} weight_map[{tensor!r}]")
+    return sorted(set(weight_map.values()))
 
 
 def load_safetensors(directory):
     """All tensors of `model.safetensors` (or its shards) as float32/int numpy arrays."""
-    from safetensors import safe_open
-
-    index = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        files = sorted(set(read_json(index)["weight_map"].values()))
-    elif os.path.isfile(os.path.join(directory, "model.safetensors")):
+    index = "model.safetensors.index.json"
+    if os.path.isfile(inside(directory, index, "file")):
+        files = _shards(directory, index)
+    elif os.path.isfile(inside(directory, "model.safetensors", "file")):
         files = ["model.safetensors"]
     else:
         refuse_pickle(directory)
@@ -89,18 +92,7 @@ def load_safetensors(directory):
         )
     tensors = {}
     for name in files:
-        path = os.path.join(directory, name)
-        try:
-            with safe_open(path, framework="numpy") as f:
-                for key in f.keys():
-                    value = f.get_tensor(key)
-                    tensors[key] = value.astype(np.float32) if value.dtype.name == "bfloat16" else value
-        except TypeError:  # bfloat16 has no numpy dtype; read through TensorFlow
-            import tensorflow as tf
-
-            with safe_open(path, framework="tf") as f:
-                for key in f.keys():
-                    tensors[key] = tf.cast(f.get_tensor(key), tf.float32).numpy()
+        tensors.update(common.load_safetensors(os.path.join(directory, name)))
     return tensors
 
 
@@ -108,7 +100,7 @@ def _read(path):
     """(directory, config.json, tensors) of a Hugging Face checkpoint; pickles refused."""
     directory = directory_of(path)
     refuse_pickle(directory)
-    return directory, read_json(os.path.join(directory, "config.json")), load_safetensors(directory)
+    return directory, read_json(directory, "config.json"), load_safetensors(directory)
 
 
 # --- BERT --------------------------------------------------------------------
@@ -157,14 +149,12 @@ def _bert_lowercase(directory, do_lower_case):
     """Whether the vocabulary is uncased: argument, tokenizer_config.json, tokenizer.json."""
     if do_lower_case is not None:
         return do_lower_case
-    tokenizer_config = os.path.join(directory, "tokenizer_config.json")
-    if os.path.isfile(tokenizer_config):
-        value = read_json(tokenizer_config).get("do_lower_case")
+    if os.path.isfile(inside(directory, "tokenizer_config.json", "file")):
+        value = read_json(directory, "tokenizer_config.json").get("do_lower_case")
         if value is not None:
             return bool(value)
-    tokenizer_json = os.path.join(directory, "tokenizer.json")
-    if os.path.isfile(tokenizer_json):
-        normalizer = read_json(tokenizer_json).get("normalizer") or {}
+    if os.path.isfile(inside(directory, "tokenizer.json", "file")):
+        normalizer = read_json(directory, "tokenizer.json").get("normalizer") or {}
         normalizers = normalizer.get("normalizers", [normalizer])
         for n in normalizers:
             if n.get("type") == "BertNormalizer":
@@ -174,17 +164,25 @@ def _bert_lowercase(directory, do_lower_case):
     return True
 
 
+def _tokenizer_model(directory):
+    """The "model" object of tokenizer.json (its vocabulary, merges, ...)."""
+    model = read_json(directory, "tokenizer.json").get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{directory}: tokenizer.json has no 'model' object")
+    return model
+
+
 def bert_tokenizer(directory, do_lower_case=None):
     """The checkpoint's WordPiece tokenizer (vocab.txt, else tokenizer.json's vocab), or None."""
     from tfplm.tokenizers import WordPieceTokenizer
 
     lowercase = _bert_lowercase(directory, do_lower_case)
-    vocab_txt = os.path.join(directory, "vocab.txt")
+    vocab_txt = inside(directory, "vocab.txt", "file")
     if os.path.isfile(vocab_txt):
         return WordPieceTokenizer(vocab_txt, lowercase=lowercase)
-    tokenizer_json = os.path.join(directory, "tokenizer.json")
+    tokenizer_json = inside(directory, "tokenizer.json", "file")
     if os.path.isfile(tokenizer_json):
-        model = read_json(tokenizer_json)["model"]
+        model = _tokenizer_model(directory)
         if model.get("type") != "WordPiece":
             raise CheckpointError(f"{tokenizer_json}: a {model.get('type')} tokenizer; BERT needs WordPiece")
         vocab = model["vocab"]
@@ -313,13 +311,13 @@ def gpt2_tokenizer(directory):
     """The checkpoint's byte-level BPE (vocab.json + merges.txt, else tokenizer.json), or None."""
     from tfplm.tokenizers import GPT2Tokenizer
 
-    vocab_json = os.path.join(directory, "vocab.json")
-    merges_txt = os.path.join(directory, "merges.txt")
+    vocab_json = inside(directory, "vocab.json", "file")
+    merges_txt = inside(directory, "merges.txt", "file")
     if os.path.isfile(vocab_json) and os.path.isfile(merges_txt):
         return GPT2Tokenizer(vocab_json, merges_txt)
-    tokenizer_json = os.path.join(directory, "tokenizer.json")
+    tokenizer_json = inside(directory, "tokenizer.json", "file")
     if os.path.isfile(tokenizer_json):
-        model = read_json(tokenizer_json)["model"]
+        model = _tokenizer_model(directory)
         if model.get("type") != "BPE":
             raise CheckpointError(f"{tokenizer_json}: a {model.get('type')} tokenizer; GPT-2 needs BPE")
         merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]

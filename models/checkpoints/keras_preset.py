@@ -13,30 +13,36 @@ The head of a saved `BertTextClassifier` becomes `BertClassifier`'s head; other
 task heads (e.g. `BertMaskedLM`'s) are reported as unused.
 """
 
-import json
 import os
 
 from absl import logging
 
-from tfplm.models.checkpoints.common import Checkpoint, CheckpointError, NameMap, directory_of, module_rules
+from tfplm.models import presets
+from tfplm.models.checkpoints.common import (
+    Checkpoint,
+    CheckpointError,
+    SIZES,
+    NameMap,
+    confine_folder,
+    directory_of,
+    inside,
+    module_rules,
+    read_json,
+)
 
 # What `architecture` returns, for messages.
 ARCHITECTURE = "keras-nlp backbone"
 
 
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def detect(path):
     """Whether `path` is a keras-nlp / keras-hub preset directory."""
-    config = os.path.join(path, "config.json")
-    if not (os.path.isfile(config) and os.path.isfile(os.path.join(path, "metadata.json"))):
+    if not os.path.isdir(path):
+        return False
+    if not all(os.path.isfile(inside(path, name, "file")) for name in ("config.json", "metadata.json")):
         return False
     try:
-        content = _read_json(config)
-    except json.JSONDecodeError:
+        content = read_json(path, "config.json")
+    except CheckpointError:
         return False
     registered = str(content.get("registered_name") or "")
     module = str(content.get("module") or "")
@@ -45,7 +51,7 @@ def detect(path):
 
 def architecture(directory):
     """The preset's backbone class ("BertBackbone", "GPT2Backbone", ...)."""
-    return _read_json(os.path.join(directory, "config.json")).get("class_name")
+    return read_json(directory, "config.json").get("class_name")
 
 
 def _heads_to_hidden(x):  # [hidden, heads, head_size] → [hidden, hidden]
@@ -122,7 +128,7 @@ def _gpt2_config(config):
 
 def _source_tokenizer(directory):
     """The preset's keras-hub tokenizer, or None (backbone-only presets)."""
-    if not os.path.isfile(os.path.join(directory, "tokenizer.json")):
+    if not os.path.isfile(inside(directory, "tokenizer.json", "file")):
         logging.warning("%s has no tokenizer.json (a backbone-only preset); no tokenizer", directory)
         return None
     import keras_hub
@@ -153,17 +159,47 @@ def _gpt2_tokenizer(directory, do_lower_case):
     return None if source is None else GPT2Tokenizer(dict(source.vocabulary), list(source.merges))
 
 
+def _check_size(directory, family, model_config, config, source):
+    """tfplm's arguments of the preset's backbone, refused if they describe a model
+    larger than its weight files: keras-hub builds the model before loading them."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: config.json has no backbone 'config' object")
+    try:
+        arguments = model_config(config)
+    except KeyError as error:
+        raise CheckpointError(f"{source}: config.json lacks {error.args[0]!r}") from None
+    task = read_json(directory, "task.json") if os.path.isfile(os.path.join(directory, "task.json")) else {}
+    num_classes = task["config"].get("num_classes", 1) if isinstance(task.get("config"), dict) else 1
+    sizes = {key: arguments[key] for key in (*SIZES, "num_layers", "num_heads") if key in arguments}
+    for key, value in {**sizes, "num_classes": num_classes}.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{source}: gives {key}={value!r}; expected a positive integer")
+    weight_bytes = sum(
+        os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory) if name.endswith(".h5")
+    )
+    parameters = presets.count_parameters(family, arguments) + num_classes * arguments["hidden_size"]
+    # A weight takes 2 bytes or more (bfloat16): a model with more weights than its
+    # files have bytes is not the one they hold.
+    if parameters > weight_bytes + 10**7:
+        raise CheckpointError(
+            f"{source}: its config describes a model of {parameters:,} parameters but its weight files "
+            f"hold {weight_bytes:,} bytes; refusing to build it (the config's sizes and the weights disagree)"
+        )
+    return arguments
+
+
 def _read(path, family, model_config, tokenizer, do_lower_case):
     """A preset's `Checkpoint`: keras-hub loads the model, its weights are renamed."""
     import keras_hub
 
     directory = directory_of(path)
     source = f"keras-nlp preset {directory!r}"
-    config = _read_json(os.path.join(directory, "config.json"))
+    confine_folder(directory)  # keras-hub opens the preset's files itself
+    config = read_json(directory, "config.json")
+    backbone_config = _check_size(directory, family, model_config, config.get("config"), source)
     num_classes = classifier_dropout = None
-    task_file = os.path.join(directory, "task.json")
-    if os.path.isfile(task_file):
-        task_config = _read_json(task_file)
+    if os.path.isfile(os.path.join(directory, "task.json")):
+        task_config = read_json(directory, "task.json")
         task_class = getattr(keras_hub.models, str(task_config.get("class_name")), None)
         if task_class is None:
             raise CheckpointError(f"{source}: unknown keras-hub task {task_config.get('class_name')!r}")
@@ -182,7 +218,7 @@ def _read(path, family, model_config, tokenizer, do_lower_case):
     weights, sources, ignored = NameMap(module_rules(_MODULES, _LEAVES)).apply(tensors, source)
     return Checkpoint(
         family=family,
-        config=model_config(config["config"]),
+        config=backbone_config,
         weights=weights,
         sources=sources,
         ignored=ignored,

@@ -31,21 +31,20 @@ def document_pieces(files, input_format="prose"):
             pieces = [p for p in text_lib.paragraphs(text_lib.read_text(path))]
             yield from ((p if i == 0 else "\n\n" + p, i == len(pieces) - 1) for i, p in enumerate(pieces))
         else:
-            with open(path, encoding="utf-8-sig", errors="replace") as f:
-                previous = None  # held back until we know whether it ends a document
-                for line in f:
-                    line = line.strip()
-                    if line:
-                        if previous is not None:
-                            yield previous, False
-                            previous = " " + line
-                        else:
-                            previous = line
-                    elif previous is not None:
-                        yield previous, True
-                        previous = None
-                if previous is not None:
+            previous = None  # held back until we know whether it ends a document
+            for line in text_lib.utf8_lines(path):
+                line = line.strip()
+                if line:
+                    if previous is not None:
+                        yield previous, False
+                        previous = " " + line
+                    else:
+                        previous = line
+                elif previous is not None:
                     yield previous, True
+                    previous = None
+            if previous is not None:
+                yield previous, True
 
 
 def token_stream(files, tokenizer, input_format="prose"):

@@ -26,7 +26,9 @@ def read_documents(files, input_format="bert", sentences_per_document=40):
     """Yields documents, as lists of sentences (strings), file after file.
 
     Args:
-        files: text files (UTF-8; a BOM is ignored).
+        files: text files (UTF-8; a BOM is ignored). Bytes that are not UTF-8
+            are an error naming the file and line (`text.read_utf8`): decoding them
+            as U+FFFD would silently drop words.
         input_format: "bert": one sentence per line, blank lines between
             documents (google-research/bert's format). "prose": running text
             such as Project Gutenberg books (BOM, header and licence removed):
@@ -53,23 +55,29 @@ def read_documents(files, input_format="bert", sentences_per_document=40):
             yield from _prose_documents(path, sentences_per_document)
 
 
+def paragraphs(files):
+    """Every paragraph of the files (prose, see `text.paragraphs`), cleaned of a BOM and
+    Gutenberg boilerplate; bytes that are not UTF-8 are an error naming the file and line."""
+    for path in files:
+        yield from text_lib.paragraphs(text_lib.read_text(path))
+
+
 def _bert_format_documents(path):
     document = []
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                document.append(line)
-            elif document:
-                yield document
-                document = []
+    for line in text_lib.utf8_lines(path):
+        line = line.strip()
+        if line:
+            document.append(line)
+        elif document:
+            yield document
+            document = []
     if document:
         yield document
 
 
 def _prose_documents(path, sentences_per_document):
     document = []
-    for paragraph in text_lib.paragraphs(text_lib.read_text(path)):
+    for paragraph in paragraphs([path]):
         document.extend(text_lib.split_sentences(paragraph))
         if len(document) >= sentences_per_document:
             yield document

@@ -9,7 +9,8 @@ anew every epoch. The masking runs in the tf.data graph with tensorflow_text:
 [SEP] or padding (at most `max_predictions_per_seq` per row) and
 `MaskValuesChooser` replaces 80% of them with [MASK], 10% with a random token
 and keeps 10%. The masks change every time the dataset is iterated, for
-training and evaluation alike (write TFRecords for a fixed evaluation set).
+training and evaluation alike (write TFRecords for a fixed evaluation set);
+the same seed gives the same masks.
 """
 
 import itertools
@@ -130,6 +131,14 @@ def dynamic_masking_dataset(
         cycle_length=cycle_length,
     )
     pipeline, num_pipelines = input_pipeline(input_context)
+    # Without a single pair, a repeated dataset would wait forever for its first batch.
+    if next(segment_pairs(files, tokenizer, input_format, config, seed, 0, pipeline, num_pipelines), None) is None:
+        if num_pipelines == 1:
+            raise ValueError(f"{file_pattern!r}: the files hold no text (input_format={input_format!r}); pass files with text")
+        raise ValueError(
+            f"{file_pattern!r}: input pipeline {pipeline} of {num_pipelines} gets no text: the files hold fewer "
+            f"than {num_pipelines} windows of {window_size} documents; use a smaller window_size or more text"
+        )
     epochs = itertools.count()
 
     def generate():
@@ -171,4 +180,9 @@ def dynamic_masking_dataset(
         # Static shapes, as the TFRecord reader gives (XLA wants them).
         return tf.nest.map_structure(lambda t: tf.ensure_shape(t, [static_batch, *t.shape[1:]]), (features, labels))
 
-    return dataset.map(featurize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # One batch at a time: tensorflow_text draws the masks with stateful random
+    # ops, whose stream the batches would otherwise take in a varying order. In
+    # order, the same seed (`keras.utils.set_random_seed`) gives the same masks
+    # in every iterator, so a resumed run that skips the batches it already
+    # trained on sees the masks an uninterrupted run did.
+    return dataset.map(featurize).prefetch(tf.data.AUTOTUNE)

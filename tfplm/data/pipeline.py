@@ -116,6 +116,39 @@ def _as_dataset(texts, labels):
     return tf.data.Dataset.from_tensor_slices(features if labels is None else (features, labels))
 
 
+def _reshuffled(dataset, buffer_size, seed, endless):
+    """`dataset` shuffled anew on every pass, and with `endless` passed over forever.
+
+    The same seed gives the same stream however far ahead the pipeline read,
+    which `shuffle(..., reshuffle_each_iteration=True).repeat()` does not
+    promise: it draws new seeds for every pass the pipeline merely started,
+    so what a `fit` epoch or a resumed run read depended on the speed of the
+    one before (two runs with one seed ended with different weights). Here
+    each iteration of the result draws one seed from a generator that
+    advances once per iteration, and each pass orders blocks of `buffer_size`
+    elements by keys drawn statelessly from (that seed, pass, element).
+    """
+    passes = tf.data.Dataset.counter() if endless else tf.data.Dataset.range(1)
+
+    def stream(iteration_seed):
+        def one_pass(number):
+            def keyed(index, element):
+                key = tf.random.stateless_uniform([], seed=tf.stack([iteration_seed, number * 2**32 + index]))
+                return key, element
+
+            def ordered(keys, elements):
+                order = tf.argsort(keys)
+                return tf.nest.map_structure(lambda values: tf.gather(values, order), elements)
+
+            blocks = dataset.enumerate().map(keyed).batch(buffer_size).map(ordered)
+            return blocks.unbatch()
+
+        return passes.flat_map(one_pass)
+
+    iteration_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    return iteration_seeds.flat_map(stream)
+
+
 def text_dataset(
     texts,
     labels=None,
@@ -126,6 +159,7 @@ def text_dataset(
     pad_to_seq_length=False,
     shuffle_buffer_size=10_000,
     input_context=None,
+    seed=None,
 ):
     """Batches of (encoder inputs[, label]) from raw text, tokenized in the pipeline.
 
@@ -151,6 +185,9 @@ def text_dataset(
         pad_to_seq_length: pad every batch to `preprocessor.seq_length`.
         shuffle_buffer_size: examples shuffled together when training.
         input_context: a `tf.distribute.InputContext`: this pipeline's shard.
+        seed: seed of the training shuffles: the same seed gives the same
+            batches (a training run that resumes reads the same stream);
+            None = TensorFlow's global seed.
 
     Returns:
         A `tf.data.Dataset`, prefetched.
@@ -183,9 +220,7 @@ def text_dataset(
         return (inputs, label) if labeled else inputs
 
     if training:
-        dataset = dataset.shuffle(shuffle_buffer_size, reshuffle_each_iteration=True)
-        if steps:
-            dataset = dataset.repeat()
+        dataset = _reshuffled(dataset, shuffle_buffer_size, seed, endless=bool(steps))
     dataset = dataset.map(
         (lambda features, label: featurize(features, label)) if labeled else featurize,
         num_parallel_calls=tf.data.AUTOTUNE,

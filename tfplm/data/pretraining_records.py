@@ -26,10 +26,14 @@ and vocabulary.
 """
 
 import contextlib
+import ctypes
 import dataclasses
+import glob
 import multiprocessing
 import os
 import random
+import signal
+import sys
 
 import tensorflow as tf
 from absl import logging
@@ -39,6 +43,7 @@ from tfplm.data import text as text_lib
 from tfplm.data.bert_instances import InstanceMaker, PretrainingDataConfig
 from tfplm.data.documents import check_input_format, tokenized_windows
 from tfplm.data.pipeline import shard, shard_files
+from tfplm.tokenizers.wordpiece import check_bert_vocabulary, read_vocabulary
 
 # google-research/bert's feature names and dtypes (also what its run_pretraining.py reads).
 FEATURES = {
@@ -101,31 +106,47 @@ class _Job:
     vocab_file: str
     lowercase: bool
     config: PretrainingDataConfig
-    output_prefix: str
     num_shards: int
+    outputs: dict  # shard k -> the temporary file it is written to, for this worker's shards
     worker: int
-    num_workers: int
+    parent: int = 0  # the pid whose end ends this worker (0: none, it runs in that process)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent):
+    """Pool initializer: a worker ends when the process that started it ends.
+
+    A worker that outlived a killed parent would finish its shards for nobody
+    (the parent publishes them, and is gone). On Linux the kernel kills the
+    worker (prctl PR_SET_PDEATHSIG); elsewhere `_write_shards` checks between
+    windows.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            logging.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:  # the parent ended before prctl took effect
+        os._exit(1)
 
 
 def _write_shards(job):
-    """One worker: writes shards k with k % num_workers == worker; returns {k: instances}."""
+    """One worker: writes its shards to their temporary files; returns {k: instances}."""
     from tfplm.tokenizers import WordPieceTokenizer  # each process builds its own
 
     config = job.config
     tokenizer = WordPieceTokenizer(job.vocab_file, lowercase=job.lowercase)
     maker = InstanceMaker(config, tokenizer.get_vocabulary())
-    paths = shard_paths(job.output_prefix, job.num_shards)
-    mine = [k for k in range(job.num_shards) if k % job.num_workers == job.worker]
-    counts = dict.fromkeys(mine, 0)
+    counts = dict.fromkeys(job.outputs, 0)
     with contextlib.ExitStack() as stack:
-        # Each shard is written under a hidden name and renamed into place only when
-        # every shard of this worker is complete: a killed run leaves no `PREFIX-*` file.
-        temporary = {k: stack.enter_context(publish.file(paths[k])) for k in mine}
-        writers = {k: stack.enter_context(tf.io.TFRecordWriter(path)) for k, path in temporary.items()}
+        writers = {k: stack.enter_context(tf.io.TFRecordWriter(path)) for k, path in job.outputs.items()}
         windows = tokenized_windows(
             job.files, tokenizer, job.input_format, config, keep=lambda i: i % job.num_shards in writers
         )
         for window_index, documents in windows:
+            if job.parent and os.getppid() != job.parent:
+                raise RuntimeError(f"worker {job.worker}: the process that started it has ended")
             k = window_index % job.num_shards
             instances = maker.from_documents(documents, window_rng(config.random_seed, window_index))
             for instance in instances:
@@ -135,6 +156,32 @@ def _write_shards(job):
                 logging.INFO, "worker %d: window %d, %d instances", 20, job.worker, window_index, len(instances)
             )
     return counts
+
+
+def _leftover_temporaries(paths):
+    """Hidden temporaries (`tfplm.publish`'s `.NAME.tmp-*`) that a killed run left beside `paths`."""
+    found = []
+    for path in paths:
+        folder, name = os.path.split(path)
+        found += glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.tmp-*"))
+    return found
+
+
+@contextlib.contextmanager
+def _folder_removed_on_failure(folder):
+    """Creates `folder` (and its parents) if missing; removes what it created if the block fails."""
+    created, path = [], os.path.abspath(folder)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in created:  # deepest first; a folder someone else wrote into stays
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
 
 
 def create_pretraining_data(
@@ -148,6 +195,14 @@ def create_pretraining_data(
     num_workers=1,
 ):
     """Writes BERT pretraining TFRecords for `files` (see the module docstring).
+
+    Nothing is visible under a shard's name before every shard is complete:
+    each is written under a hidden temporary name (`tfplm.publish`) and all
+    are renamed into place at the end, so a glob like `PREFIX-*` never picks
+    up a partial shard or a partial set. Worker processes end with the process
+    that started them. Hidden temporaries that a killed run (kill -9) leaves
+    are removed by the next run with the same `output_prefix` and
+    `num_shards`; run one writer per prefix at a time.
 
     Args:
         files: input text files, in a fixed order (the output depends on it).
@@ -163,6 +218,11 @@ def create_pretraining_data(
     Returns:
         {shard path: number of instances}.
 
+    Raises:
+        ValueError: for missing or non-UTF-8 input files (naming the file and
+            line), a bad vocabulary, or input without any text (0 instances);
+            nothing is written then.
+
     Example:
     >>> create_pretraining_data(["wiki.txt"], "vocab.txt", "data/wiki",
     ...     PretrainingDataConfig(dupe_factor=5), num_shards=4, num_workers=2)  # doctest: +SKIP
@@ -176,21 +236,45 @@ def create_pretraining_data(
     if num_shards < 1:
         raise ValueError(f"num_shards={num_shards}; expected >= 1")
     check_input_format(input_format)
-    os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
-    num_workers = max(1, min(num_workers, num_shards))
-    jobs = [
-        _Job(files, input_format, str(vocab_file), lowercase, config, str(output_prefix), num_shards, w, num_workers)
-        for w in range(num_workers)
-    ]
-    if num_workers == 1:
-        results = [_write_shards(jobs[0])]
-    else:
-        # "spawn": a fresh TensorFlow runtime per worker (forking one is unsafe).
-        with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
-            results = pool.map(_write_shards, jobs)
+    # A bad vocabulary fails here, before any worker starts.
+    check_bert_vocabulary(read_vocabulary(vocab_file), f"vocab file {str(vocab_file)!r}")
+    output_prefix = str(output_prefix)
     paths = shard_paths(output_prefix, num_shards)
-    counts = {paths[k]: n for result in results for k, n in result.items()}
-    counts = {path: counts[path] for path in paths}
+    for path in _leftover_temporaries(paths):
+        logging.warning("removing %s, left by a run that was killed", path)
+        os.remove(path)
+    num_workers = max(1, min(num_workers, num_shards))
+    with _folder_removed_on_failure(os.path.dirname(os.path.abspath(output_prefix))), contextlib.ExitStack() as stack:
+        temporary = {k: stack.enter_context(publish.file(path)) for k, path in enumerate(paths)}
+        parent = os.getpid() if num_workers > 1 else 0
+        jobs = [
+            _Job(files, input_format, str(vocab_file), lowercase, config, num_shards,
+                 {k: path for k, path in temporary.items() if k % num_workers == w}, w, parent)
+            for w in range(num_workers)
+        ]
+        if num_workers == 1:
+            results = [_write_shards(jobs[0])]
+        else:
+            # "spawn": a fresh TensorFlow runtime per worker (forking one is unsafe).
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(num_workers, initializer=_die_with_parent, initargs=(parent,)) as pool:
+                results = pool.map(_write_shards, jobs)
+        counts = {paths[k]: n for result in results for k, n in result.items()}
+        counts = {path: counts[path] for path in paths}
+        if not sum(counts.values()):
+            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            raise ValueError(
+                f"no instances: the input ({shown}) holds no text in input_format={input_format!r}; "
+                "pass files with text (nothing was written)"
+            )
+        empty = [path for path, n in counts.items() if not n]
+        if empty:
+            logging.warning(
+                "%d of %d shards have no instances (fewer windows of %d documents than shards): %s; "
+                "readers skip them, or use fewer shards",
+                len(empty), num_shards, config.window_size, ", ".join(os.path.basename(p) for p in empty[:3]),
+            )
+    # Renamed into place: the ExitStack published every shard when its block ended.
     logging.info("wrote %d instances to %d shards", sum(counts.values()), num_shards)
     return counts
 
@@ -203,6 +287,66 @@ def _feature_lengths(seq_length, max_predictions_per_seq):
         name: 1 if name == "next_sentence_labels" else (max_predictions_per_seq if name.startswith("masked_lm") else seq_length)
         for name in FEATURES
     }
+
+
+def check_record_files(files):
+    """The files holding records, after checking each one's framing.
+
+    A TFRecord file is a sequence of (8-byte length, 4-byte CRC, data, 4-byte
+    CRC) records. Walking the lengths (seeking past the data, so this reads a
+    few bytes per record) finds a file that a killed writer cut short or that
+    is not TFRecords at all, which TensorFlow would report mid-training as
+    "truncated record at <offset>" without naming the file. Empty (0-byte)
+    files hold no records: they are skipped with a warning that counts them
+    (training on them alone would wait forever for a first batch).
+
+    Args:
+        files: TFRecord paths.
+
+    Returns:
+        The files that are not empty, in order.
+
+    Raises:
+        ValueError: naming the first truncated or malformed file and the
+            record where it breaks, or when every file is empty.
+    """
+    kept = []
+    for path in files:
+        size = tf.io.gfile.stat(path).length
+        if size:
+            _check_framing(path, size)
+            kept.append(path)
+    if len(kept) < len(files):
+        kept_set = set(kept)
+        empty = [path for path in files if path not in kept_set]
+        if not kept:
+            raise ValueError(f"all {len(files)} record files are empty (0 bytes), e.g. {empty[0]}; write them again")
+        if tuple(empty) not in _WARNED_EMPTY:  # once per process: a run reads its files again for every fit
+            _WARNED_EMPTY.add(tuple(empty))
+            logging.warning(
+                "skipping %d empty (0-byte) record files of %d: %s", len(empty), len(files),
+                ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else ""),
+            )
+    return kept
+
+
+_WARNED_EMPTY = set()
+
+
+def _check_framing(path, size):
+    # Python's own buffered file for local paths: ~1 µs a record, GFile's ~15.
+    with (tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")) as f:
+        offset, count = 0, 0
+        while offset < size:
+            f.seek(offset)
+            header = f.read(8)
+            end = offset + 16 + int.from_bytes(header, "little") if len(header) == 8 else size + 1
+            if end > size:
+                raise ValueError(
+                    f"{path}: truncated or not a TFRecord file: record {count} at byte {offset} "
+                    f"runs past the end of the file ({size} bytes); remove the file or write it again"
+                )
+            offset, count = end, count + 1
 
 
 def _check_first_record(path, seq_length, max_predictions_per_seq):
@@ -307,7 +451,7 @@ def bert_pretraining_dataset(
     >>> dataset = bert_pretraining_dataset("data/books-*", 128, 20, 32,
     ...     is_training=True)  # doctest: +SKIP
     """
-    files = text_lib.expand_files(file_pattern)
+    files = check_record_files(text_lib.expand_files(file_pattern))
     _check_first_record(files[0], seq_length, max_predictions_per_seq)
     files, records_context = shard_files(files, input_context)
     shuffle = is_training and shuffle_buffer_size > 1
@@ -325,7 +469,7 @@ def bert_pretraining_dataset(
         read,
         cycle_length=min(len(files), cycle_length),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not shuffle,
+        deterministic=True,  # the same stream for the same seed: exact resumes
     )
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)

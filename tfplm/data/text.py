@@ -26,10 +26,43 @@ def strip_gutenberg(text):
     return text.strip()
 
 
+def read_utf8(path):
+    """A text file's contents, without a byte-order mark.
+
+    Raises:
+        ValueError: naming the file and line of the first bytes that are not
+            UTF-8, and how to fix it (decoding them as U+FFFD would silently
+            drop words).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, data[: error.start].count(b"\n") + 1, error) from None
+
+
+def utf8_lines(path):
+    """The lines of a UTF-8 text file, one at a time, without a byte-order mark
+    or line ends; bytes that are not UTF-8 are an error as in `read_utf8`."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, number, error) from None
+
+
+def _not_utf8(path, line, error):
+    return ValueError(
+        f"{path}:{line}: not UTF-8 ({error.reason}: {error.object[error.start:error.end]!r}); "
+        "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
 def read_text(path):
-    """A text file's contents without BOM or Gutenberg boilerplate."""
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        return strip_gutenberg(f.read())
+    """A UTF-8 text file's contents without BOM or Gutenberg boilerplate."""
+    return strip_gutenberg(read_utf8(path))
 
 
 def expand_files(pattern):

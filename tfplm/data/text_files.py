@@ -21,7 +21,11 @@ Every row is checked. A bad row (wrong column count, malformed JSON, missing
 label, unknown label, empty text) raises `BadRowError` naming the file and
 line, unless `skip_bad_rows=True`, in which case it is skipped, counted by
 reason in `LabeledExamples.bad_rows` and logged. Blank lines carry no data and
-are ignored. Files are read whole (benchmark files fit in memory), through
+are ignored. A file without a single example (e.g. only a header line) is an
+error naming it. When the labels are read from the file, a label with very few
+rows next to the others (at most 2, or 0.1% of the rows, while another label
+has 10 times as many) is logged as a warning naming it and its count: a
+misspelled label would otherwise silently become a class of its own. Files are read whole (benchmark files fit in memory), through
 `tf.io.gfile` so `gs://` paths work too.
 """
 
@@ -250,11 +254,14 @@ def read_labeled_examples(
         if with_id:
             ids.append(example["id"])
 
+    if not texts:
+        _no_examples(path, fmt, layout, bad_rows)
     labels, names = None, None
     if label_names is not None and not regression:
         names = list(label_names)
     elif with_label and not regression:
         names = _sorted_labels(raw_labels)
+        _warn_rare_labels(path, raw_labels)
     if with_label:
         if regression:
             labels = raw_labels
@@ -281,6 +288,35 @@ def read_labeled_examples(
         bad_rows=dict(bad_rows),
         path=str(path),
     )
+
+
+def _no_examples(path, fmt, layout, bad_rows):
+    """The error for a file without a single example."""
+    if bad_rows:
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(bad_rows.items()))
+        raise ValueError(f"{path}: every row is bad ({counts}); fix the file or the FileLayout")
+    what = "only a header line" if fmt != "jsonl" and layout.header else "no rows"
+    raise ValueError(f"{path} has no examples ({what}); expected one example per line")
+
+
+# A label this rare next to the others is more likely a typo than a class.
+_RARE_LABEL_ROWS = 2  # at most this many rows (or 0.1% of them, if more) ...
+_RARE_LABEL_RATIO = 10  # ... while another label has at least this many times as many
+
+
+def _warn_rare_labels(path, labels):
+    """Warns about labels with very few rows: a misspelled label silently becomes a new class."""
+    counts = collections.Counter(labels)
+    most = max(counts.values())
+    limit = max(_RARE_LABEL_ROWS, len(labels) // 1000)
+    rare = sorted((n, label) for label, n in counts.items() if n <= limit and n * _RARE_LABEL_RATIO <= most)
+    if rare:
+        shown = ", ".join(f"{label!r} ({n} row{'s' if n > 1 else ''})" for n, label in rare[:10])
+        logging.warning(
+            "%s: rare label(s) %s among %d labels (the largest has %d rows); a misspelled label "
+            "silently becomes a class of its own: check these rows",
+            path, shown, len(counts), most,
+        )
 
 
 def _file_format(path, layout):

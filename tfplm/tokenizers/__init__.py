@@ -6,6 +6,7 @@ from tfplm.tokenizers.wordpiece import (
     SPECIAL_TOKENS,
     BertPreprocessor,
     WordPieceTokenizer,
+    check_bert_vocabulary,
     pack_segments,
     read_vocabulary,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "WordPieceTokenizer",
     "build_wordpiece_vocab",
+    "check_bert_vocabulary",
     "pack_segments",
     "read_vocabulary",
     "train_sentencepiece",

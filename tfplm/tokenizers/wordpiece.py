@@ -13,16 +13,61 @@ _CONTROL_PATTERN = r"[^\P{C}\t\n\r]|\x{FFFD}"
 
 
 def read_vocabulary(path):
-    """The tokens of a vocab file, one per line; a clear error if it is unusable."""
+    """The tokens of a vocab file, one per line; a clear error if it is unusable
+    (missing, empty, or a token listed twice: the line numbers are named)."""
     if not tf.io.gfile.exists(path):
         raise ValueError(f"vocab file {path!r} does not exist; pass a vocab.txt with one token per line")
-    with tf.io.gfile.GFile(path) as f:
-        tokens = f.read().splitlines()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    try:
+        tokens = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(f"vocab file {path!r}:{line}: not UTF-8 ({error.reason}); re-encode it as UTF-8") from None
     while tokens and not tokens[-1]:
         tokens.pop()
     if not tokens:
         raise ValueError(f"vocab file {path!r} has 0 lines; expected one token per line")
+    _check_unique(tokens, f"vocab file {path!r}", "lines", first=1)
     return tokens
+
+
+def _check_unique(tokens, source, unit, first):
+    seen = {}
+    for i, token in enumerate(tokens, start=first):
+        if token in seen:
+            raise ValueError(
+                f"{source} lists the token {token!r} twice ({unit} {seen[token]} and {i}); "
+                "each token must appear once: remove one"
+            )
+        seen[token] = i
+
+
+def check_bert_vocabulary(tokens, source="the vocabulary"):
+    """A clear error for a token list BERT cannot use: empty, a token listed
+    twice, a special token missing, or "[PAD]" other than id 0 (BERT's
+    TFRecords, attention masks and checkpoints pad with id 0).
+
+    Args:
+        tokens: the vocabulary, id = index.
+        source: how errors name it, e.g. "vocab file 'vocab.txt'".
+
+    Example:
+    >>> check_bert_vocabulary(["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"])
+    Traceback (most recent call last):
+    ValueError: the vocabulary has '[PAD]' at id 1 (line 2); BERT pads with id 0, so '[PAD]' must come first
+    """
+    if not tokens:
+        raise ValueError(f"{source} is empty; expected a list of tokens")
+    _check_unique(tokens, source, "ids", first=0)
+    missing = [t for t in SPECIAL_TOKENS if t not in tokens]
+    if missing:
+        raise ValueError(f"{source} lacks the special token(s) {missing}; BERT needs {list(SPECIAL_TOKENS)}")
+    pad = tokens.index("[PAD]")
+    if pad != 0:
+        raise ValueError(
+            f"{source} has '[PAD]' at id {pad} (line {pad + 1}); BERT pads with id 0, so '[PAD]' must come first"
+        )
 
 
 def clean_text(text):
@@ -77,12 +122,11 @@ class WordPieceTokenizer(keras.layers.Layer):
             self.set_vocabulary(vocabulary)
 
     def set_vocabulary(self, vocabulary):
-        tokens = read_vocabulary(vocabulary) if isinstance(vocabulary, (str, os.PathLike)) else list(vocabulary)
-        if not tokens:
-            raise ValueError("the vocabulary is empty; expected a list of tokens")
-        missing = [t for t in SPECIAL_TOKENS if t not in tokens]
-        if missing:
-            raise ValueError(f"the vocabulary lacks the special token(s) {missing}; BERT needs {list(SPECIAL_TOKENS)}")
+        if isinstance(vocabulary, (str, os.PathLike)):
+            tokens, source = read_vocabulary(vocabulary), f"vocab file {os.fspath(vocabulary)!r}"
+        else:
+            tokens, source = list(vocabulary), "the vocabulary"
+        check_bert_vocabulary(tokens, source)
         self._vocabulary = tokens
         self._tflite_lowercase = None  # tokenize_tflite's tokenizer is built on first use
         self._token_to_id = {t: i for i, t in enumerate(tokens)}

@@ -1,10 +1,13 @@
 """Optimizers as in BERT: AdamW (or LAMB), linear warmup then decay, clipping."""
 
 import dataclasses
+from typing import Annotated
 
 import keras
 import tensorflow as tf
 from keras import ops
+
+from tfplm.config import Range
 
 # Variable names (regex search) that get no weight decay: biases and LayerNorm.
 NO_DECAY_NAMES = ["bias", "gamma", "beta"]
@@ -26,17 +29,17 @@ class OptimizerConfig:
     """
 
     name: str = "adamw"
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    warmup_steps: int | None = None
+    learning_rate: Annotated[float, Range(min=0)] = 1e-4
+    weight_decay: Annotated[float, Range(min=0)] = 0.01
+    warmup_fraction: Annotated[float, Range(min=0, max=1)] = 0.1
+    warmup_steps: Annotated[int, Range(min=0)] | None = None
     decay: str = "linear"
-    power: float = 1.0
-    end_learning_rate: float = 0.0
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-6
-    clipnorm: float = 1.0
+    power: Annotated[float, Range(min=0)] = 1.0
+    end_learning_rate: Annotated[float, Range(min=0)] = 0.0
+    beta_1: Annotated[float, Range(min=0, max=1)] = 0.9
+    beta_2: Annotated[float, Range(min=0, max=1)] = 0.999
+    epsilon: Annotated[float, Range(min=0)] = 1e-6
+    clipnorm: Annotated[float, Range(min=0)] = 1.0
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
