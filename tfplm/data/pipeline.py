@@ -183,7 +183,8 @@ def text_dataset(
         batch_size: examples per batch (per replica under `input_context`).
         training: shuffle and bucket by length.
         pad_to_seq_length: pad every batch to `preprocessor.seq_length`.
-        shuffle_buffer_size: examples shuffled together when training.
+        shuffle_buffer_size: examples shuffled together when training (each
+            pass orders blocks of this many anew).
         input_context: a `tf.distribute.InputContext`: this pipeline's shard.
         seed: seed of the training shuffles: the same seed gives the same
             batches (a training run that resumes reads the same stream);
