@@ -27,7 +27,10 @@ class Dense(keras.layers.Dense):
         x = ops.reshape(inputs, (-1, inputs.shape[-1])) if len(leading) != 1 else inputs
         x = ops.matmul(x, self.kernel)
         if self.bias is not None:
-            x = tf.nn.bias_add(x, self.bias)
+            # Not fused in bfloat16: oneDNN runs a bfloat16 MatMul + BiasAdd as an
+            # inner product without AMX, at float32 speed (1,706 vs 944 ms a
+            # bert_small training step, BENCHMARKS.md); the plain MatMul uses AMX.
+            x = tf.nn.bias_add(x, self.bias) if x.dtype != tf.bfloat16 else x + self.bias
         if self.activation is not None:
             x = self.activation(x)
         return ops.reshape(x, (*leading, self.units)) if len(leading) != 1 else x
