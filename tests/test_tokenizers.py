@@ -61,6 +61,53 @@ def test_wordpiece_matches_hugging_face_on_edge_cases(minilm_tokenizers, text):
     assert tokenizer(tf.constant([text])).to_list()[0] == reference.encode(text, add_special_tokens=False).ids
 
 
+def _word_spans_of_hugging_face(encoding):
+    """Hugging Face's per-piece character offsets widened to their words: a "##" piece continues the word before it."""
+    spans = []
+    for token, (start, end) in zip(encoding.tokens, encoding.offsets):
+        if token.startswith("##") and spans:
+            spans[-1][1] = end
+        else:
+            spans.append([start, end])
+    return _spans_per_piece(encoding.tokens, spans)
+
+
+def _spans_per_piece(tokens, word_spans):
+    spans, word = [], -1
+    for token in tokens:
+        word += not token.startswith("##") or word < 0
+        spans.append(tuple(word_spans[word]))
+    return spans
+
+
+@pytest.mark.parametrize("unit", ["UTF8_CHAR", "BYTE"])
+def test_tokenize_with_offsets_gives_each_piece_its_word_as_hugging_face_does(minilm_tokenizers, test_data_dir, unit):
+    tokenizer, reference = minilm_tokenizers
+    sentences = (test_data_dir / "sentences.txt").read_text(encoding="utf-8").splitlines()[:300]
+    texts = sentences + [text for text in EDGE_CASES if "control" not in text]
+    ids, starts, ends = tokenizer.tokenize_with_offsets(tf.constant(texts), unit=unit)
+    assert ids.to_list() == tokenizer(tf.constant(texts)).to_list()
+    for text, row_starts, row_ends, encoding in zip(
+        texts, starts.to_list(), ends.to_list(), reference.encode_batch(texts, add_special_tokens=False)
+    ):
+        expected = _word_spans_of_hugging_face(encoding)
+        if unit == "BYTE":
+            expected = [(len(text[:s].encode()), len(text[:e].encode())) for s, e in expected]
+        assert list(zip(row_starts, row_ends)) == expected, text
+
+
+def test_tokenize_with_offsets_in_a_graph_on_hostile_text(minilm_tokenizers):
+    tokenizer, _ = minilm_tokenizers
+    texts = tf.constant(["", "  \t ", b"ok \xff bytes", "猫が😀 sat."])
+    ids, starts, ends = tf.function(lambda t: tokenizer.tokenize_with_offsets(t, unit="UTF8_CHAR"))(texts)
+    assert ids.to_list()[:2] == [[], []]
+    assert ids.to_list() == tokenizer(texts).to_list()
+    repaired = ["", "", "ok \ufffd bytes", "猫が😀 sat."]
+    words = [[text[s:e] for s, e in zip(*row)] for text, *row in zip(repaired, starts.to_list(), ends.to_list())]
+    # A CJK ideograph is a word of its own; kana and emoji are not (as in BERT).
+    assert words[2] == ["ok", "bytes"] and words[3] == ["猫", "が😀", "sat", "."]
+
+
 def test_invalid_utf8_is_repaired_not_fatal(minilm_tokenizers):
     tokenizer, _ = minilm_tokenizers
     ids = tokenizer(tf.constant([b"ok \xff\xfe bytes \xc3"])).to_list()[0]

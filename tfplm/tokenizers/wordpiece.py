@@ -10,6 +10,15 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _SPECIAL_PATTERN = "|".join(r"\[" + token[1:-1] + r"\]" for token in SPECIAL_TOKENS)
 # Control and format characters (but whitespace) and U+FFFD: BERT deletes them.
 _CONTROL_PATTERN = r"[^\P{C}\t\n\r]|\x{FFFD}"
+# Where BERT's basic tokenizer splits words: at whitespace (dropped), around
+# punctuation (ASCII symbols and Unicode P*) and CJK ideographs (kept as words).
+_WHITESPACE_PATTERN = r"\s|\p{Z}"
+_PUNCTUATION_PATTERN = r"[!-/:-@\[-`{-~]|\p{P}"
+_CJK_PATTERN = (
+    r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}"
+    r"\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]"
+)
+_KEPT_WORDS_PATTERN = f"{_SPECIAL_PATTERN}|{_PUNCTUATION_PATTERN}|{_CJK_PATTERN}"
 
 
 def read_vocabulary(path):
@@ -189,6 +198,52 @@ class WordPieceTokenizer(keras.layers.Layer):
         ids = tf.concat([specials, ids], axis=1)
         return segments.with_flat_values(ids).merge_dims(1, 2)
 
+    def tokenize_with_offsets(self, strings, unit="BYTE"):
+        """`tokenize`, with where each piece's word is in the text.
+
+        Words are split as BERT's basic tokenizer splits them (whitespace,
+        punctuation, CJK ideographs; special tokens such as "[MASK]" stay whole),
+        then each word is tokenized; so the ids equal `tokenize`'s on text
+        without control characters. Every piece carries its word's offsets:
+        pieces of one word share them, and the first piece of a word is the one
+        whose start differs from the piece before it. Offsets index the text
+        after invalid UTF-8 is repaired (`clean_text`: each bad byte becomes
+        U+FFFD), which is the text itself when it is valid UTF-8.
+
+        Args:
+            strings: tf.string [batch].
+            unit: "BYTE" (UTF-8 bytes, as `tf.strings.substr` counts) or
+                "UTF8_CHAR" (characters, as a Python `str` counts).
+
+        Returns:
+            (ids, starts, ends): RaggedTensors [batch, None] of int32 ids and
+            int64 offsets; the word of a piece is `text[start:end]`.
+
+        Example:
+        >>> tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+        ...     "[MASK]", "the", "cat", "##s", "."])
+        >>> ids, starts, ends = tokenizer.tokenize_with_offsets(tf.constant(["Thé cats."]), unit="UTF8_CHAR")
+        >>> ids.to_list(), starts.to_list(), ends.to_list()
+        ([[5, 6, 7, 8]], [[0, 4, 4, 8]], [[3, 8, 8, 9]])
+        """
+        if unit not in ("BYTE", "UTF8_CHAR"):
+            raise ValueError(f"unit={unit!r}; expected 'BYTE' or 'UTF8_CHAR'")
+        self._check_vocabulary()
+        text = tf_text.coerce_to_structurally_valid_utf8(tf.convert_to_tensor(strings, tf.string))
+        words, starts, ends = tf_text.regex_split_with_offsets(
+            text, f"{_WHITESPACE_PATTERN}|{_KEPT_WORDS_PATTERN}", _KEPT_WORDS_PATTERN
+        )
+        pieces = self.tokenize(words.flat_values)
+        if unit == "UTF8_CHAR":
+            starts, ends = (_char_offsets(text, offsets) for offsets in (starts, ends))
+        pieces_per_word = pieces.row_lengths()
+
+        def per_piece(values):
+            return words.with_flat_values(pieces.with_flat_values(tf.repeat(values.flat_values, pieces_per_word)))
+
+        ids = words.with_flat_values(pieces).merge_dims(1, 2)
+        return ids, per_piece(starts).merge_dims(1, 2), per_piece(ends).merge_dims(1, 2)
+
     def call(self, strings):
         return self.tokenize(strings)
 
@@ -248,6 +303,16 @@ class WordPieceTokenizer(keras.layers.Layer):
         # asset: a model's config alone rebuilds its preprocessing (from_config).
         config.update(lowercase=self.lowercase, vocabulary=self._vocabulary)
         return config
+
+
+def _char_offsets(text, byte_offsets):
+    """UTF-8 byte offsets into `text` [batch] (RaggedTensor [batch, None]) as character offsets."""
+    _, char_starts = tf.strings.unicode_decode_with_offsets(text, "UTF-8")
+    # A byte offset's character offset is the number of characters that start before it.
+    counts = tf.searchsorted(
+        char_starts.to_tensor(default_value=tf.int64.max), byte_offsets.to_tensor(), side="left", out_type=tf.int64
+    )
+    return tf.RaggedTensor.from_tensor(counts, lengths=byte_offsets.row_lengths())
 
 
 def pack_segments(segments, seq_length, cls_token_id, sep_token_id, pad_token_id=0, pad_to_longest=False):
