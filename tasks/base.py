@@ -190,6 +190,16 @@ class Task(abc.ABC):
         """Writes predictions for the task's test data; returns the files."""
         raise ValueError(f"{type(self).__name__} has no predict mode")
 
+    def evaluate_predictions(self, model):
+        """Metrics of the model's post-processed predictions on the validation
+        split that Keras metrics cannot compute batch by batch (SQuAD's exact
+        match and F1, entity F1, BLEU): {name: float}, or None.
+
+        The trainer adds them to every loop's validation logs as `val_<name>`
+        (so `SaveBest` can monitor them) and to eval_results.json.
+        """
+        return None
+
     def held_out_examples(self, limit):
         """Up to `limit` raw held-out inputs for export reports: {input name: [str]},
         keyed like the serving head's inputs; None if the task has none."""

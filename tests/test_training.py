@@ -179,6 +179,33 @@ def test_a_glue_run_keeps_its_best_model_in_model_dir_best(tmp_path, test_data_d
         np.testing.assert_array_equal(kept, expected)
 
 
+def test_prediction_metrics_reach_each_loops_validation_logs_and_eval_results(tmp_path, test_data_dir):
+    from tfplm.tasks.classification import ClassificationTask
+
+    class WithPredictionAccuracy(ClassificationTask):
+        """Accuracy again, computed from predictions as SQuAD's or entity F1 are: it must equal Keras's."""
+
+        def evaluate_predictions(self, model):
+            correct = total = 0
+            for features, labels in self.build_inputs("validation"):
+                predicted = np.argmax(model.predict_on_batch(features), axis=-1)
+                correct += int((predicted == labels.numpy()).sum())
+                total += len(predicted)
+            return {"prediction_accuracy": correct / total}
+
+    config = tasks.get_config(
+        "glue/sst2",
+        overrides=f"task.glue_dir={test_data_dir / 'glue'},task.init_checkpoint={test_data_dir.parent / 'fixtures' / 'hf_bert'},"
+        "task.seq_length=16,trainer.train_steps=4,trainer.steps_per_loop=2,trainer.optimizer.learning_rate=1e-2,runtime.seed=0",
+    )
+    results = trainer.run_experiment(WithPredictionAccuracy(config), "train_and_eval", str(tmp_path), progress=None)
+    log = read_log(str(tmp_path))
+    assert [entry["step"] for entry in log] == [2, 4]
+    for entry in log:
+        assert entry["val_prediction_accuracy"] == pytest.approx(entry["val_accuracy"], abs=1e-6)
+    assert results["metrics"]["prediction_accuracy"] == pytest.approx(results["metrics"]["accuracy"], abs=1e-6)
+
+
 def test_a_last_loop_shorter_than_steps_per_loop_ends_training_at_train_steps(tmp_path, records, minilm_dir):
     vocab = str(minilm_dir / "vocab.txt")
     params = overrides(records, vocab, steps=5)  # loops of 2 steps

@@ -103,6 +103,20 @@ class SaveCheckpoint(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
 
 
+class PredictionMetrics(keras.callbacks.Callback):
+    """Adds the task's prediction metrics (`Task.evaluate_predictions`) to each
+    loop's validation logs as `val_<name>`, for the callbacks after it."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and any(name.startswith("val_") for name in logs):
+            metrics = self.task.evaluate_predictions(self.model) or {}
+            logs.update({f"val_{name}": value for name, value in metrics.items()})
+
+
 def _say(text):
     print(text, file=sys.stdout, flush=True)
 
@@ -480,6 +494,8 @@ def _run_locked(task, mode, model_dir, write_dir, chief, strategy, progress):
                     lambda context: task.build_inputs("validation", context)
                 )
             callbacks = [TrainingLogger(write_dir, batch_size)]
+            if validation is not None:
+                callbacks.insert(0, PredictionMetrics(task))
             if progress == "lines":
                 every = config.trainer.log_every_steps
                 callbacks.append(ProgressLines(every, train_steps, batch_size))
@@ -546,6 +562,7 @@ def evaluate(task, model, strategy, model_dir, progress=None):
     )
     steps = task.config.trainer.eval_steps or None
     metrics = model.evaluate(dataset, steps=steps, return_dict=True, verbose=1 if progress == "bar" else 0)
+    metrics.update(task.evaluate_predictions(model) or {})
     results = {
         "step": int(model.optimizer.iterations.numpy()),
         "metrics": {k: float(v) for k, v in metrics.items()},
