@@ -38,6 +38,8 @@ setup(
         "pyyaml>=6.0",
         "safetensors>=0.4",
         "sentencepiece>=0.2",
+        # BLEU as the field reports it (translation's evaluation, with its signature string).
+        "sacrebleu>=2.4,<3",
         "numpy>=1.26",
         # Warmup requests (PredictionLog protos) in every TF Serving export.
         "tensorflow-serving-api>=2.21,<2.22",
@@ -48,6 +50,8 @@ setup(
             "pytest-xdist>=3",
             "scipy>=1.11",
             "scikit-learn>=1.4",
+            # The reference for entity-level F1 (token tagging's metric is tested against it).
+            "seqeval>=1.2",
             "tokenizers>=0.20",
             # TF Hub's own BERT code (tf_keras) runs against our TF Hub export in a test.
             "tensorflow-hub>=0.16,<0.17",
@@ -62,6 +66,7 @@ setup(
         # The other side of tools/benchmark_serving.py (and of the reference fixtures):
         # never imported by tfplm itself. The CPU build of PyTorch is enough.
         # torch pulls in a setuptools without pkg_resources, which tensorflow-hub (test) imports.
-        "reference": ["torch>=2.4", "transformers>=4.45", "setuptools<81"],
+        # sentence-transformers makes the sentence-embedding reference fixtures (tools/).
+        "reference": ["torch>=2.4", "transformers>=4.45", "setuptools<81", "sentence-transformers>=3"],
     },
 )

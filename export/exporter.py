@@ -96,6 +96,7 @@ def _check_tflite(model, options):
 def _tflite(model, directory, options):
     """float32 (the reference for size and accuracy bars) plus `quantize`, per flavour."""
     artifacts = []
+    inputs = tasks.serving_head(model).inputs  # what the examples are keyed by, in the file's order
     bars = {
         "none": (report_lib.TFLITE_FLOAT_BAR, ""),
         "dynamic_int8": (report_lib.TFLITE_DYNAMIC_INT8_BAR, "float32"),
@@ -113,7 +114,7 @@ def _tflite(model, directory, options):
             )
             runner = lite.TFLiteModel(path, preprocessor=model.preprocessor)
             bar, reference = bars.get(level, ({}, ""))
-            predict = lambda examples, r=runner: r(examples["text"], examples.get("text_b"))  # noqa: E731
+            predict = lambda examples, r=runner: r(*(examples[name] for name in inputs))  # noqa: E731
             artifacts.append(
                 report_lib.Artifact(
                     f"tflite_{name}", path, predict, dict(bar), f"tflite_{flavour}_{reference}" if reference else ""

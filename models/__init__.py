@@ -1,6 +1,14 @@
 """The model zoo: BERT, GPT and the encoder-decoder Transformer."""
 
-from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer, BertTaskModel
+from tfplm.models.bert import (
+    BertClassifier,
+    BertEncoder,
+    BertPretrainer,
+    BertSimilarity,
+    BertSpanLabeler,
+    BertTaskModel,
+    BertTokenClassifier,
+)
 from tfplm.models.gpt import GPT
 from tfplm.models.pretrained import convert_checkpoint, from_pretrained
 from tfplm.models.presets import PRESETS, Preset, flops_per_token, get_preset, list_presets, parameter_count
@@ -12,7 +20,10 @@ __all__ = [
     "BertClassifier",
     "BertEncoder",
     "BertPretrainer",
+    "BertSimilarity",
+    "BertSpanLabeler",
     "BertTaskModel",
+    "BertTokenClassifier",
     "Preset",
     "Seq2SeqTransformer",
     "convert_checkpoint",

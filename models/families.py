@@ -8,23 +8,24 @@ its presets (`tfplm.models.list_presets(name)`).
 
 Adding a family (say RoBERTa) takes its model module, its converters in
 `checkpoints/` and one `Family(...)` in `FAMILIES`. The encoder-decoder
-Transformer has no checkpoints yet, so it has no entry.
+Transformer has only tfplm's own checkpoints (no converters).
 
 Example:
 >>> get("gpt2").name
 'gpt'
 >>> [model.cls.__name__ for model in get("bert").models]
-['BertEncoder', 'BertPretrainer', 'BertClassifier']
+['BertEncoder', 'BertPretrainer', 'BertClassifier', 'BertSpanLabeler', 'BertSimilarity', 'BertTokenClassifier']
 """
 
 import dataclasses
 from typing import Callable
 
 from tfplm.models.base import check_seq_length
-from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer
+from tfplm.models.bert import BertClassifier, BertEncoder, BertPretrainer, BertSimilarity, BertSpanLabeler, BertTokenClassifier
 from tfplm.models.checkpoints import google, huggingface, keras_preset
-from tfplm.models.checkpoints.common import CheckpointError
+from tfplm.models.checkpoints.common import CheckpointError, read_json
 from tfplm.models.gpt import GPT
+from tfplm.models.seq2seq import Seq2SeqTransformer
 from tfplm.tokenizers import BertPreprocessor
 
 
@@ -129,6 +130,42 @@ def _bert_classifier(checkpoint, config, preprocessing, num_classes=None, dropou
     return BertClassifier(encoder, num_classes, dropout, label_names=label_names), fresh
 
 
+def _bert_span_labeler(checkpoint, config, preprocessing, num_classes=None, dropout=None):
+    """A `BertSpanLabeler`: the checkpoint's span head and settings, or a new head
+    (of an encoder-only checkpoint, e.g. Hugging Face `BertModel`)."""
+    if num_classes is not None:
+        raise TypeError("num_classes is a BertClassifier argument, not BertSpanLabeler's")
+    if dropout is not None:
+        config = {**config, "dropout": dropout}
+    settings = {}
+    if checkpoint.source_format == "tfplm" and checkpoint.class_name == "BertSpanLabeler":
+        from tfplm.models.pretrained import FORMAT_FILE  # pretrained imports this module
+
+        # Its doc_stride, answer length, ...: saved in the config around the encoder's.
+        saved = read_json(checkpoint.path, FORMAT_FILE)["config"]
+        settings = {key: saved[key] for key in BertSpanLabeler.SETTINGS if key in saved}
+    fresh = () if checkpoint.has_head("span_labeler/") else ("span_labeler/",)
+    return BertSpanLabeler(BertEncoder(**config, **preprocessing), **settings), fresh
+
+
+def _bert_token_classifier(checkpoint, config, preprocessing, num_classes=None, dropout=None):
+    """A `BertTokenClassifier`: a tfplm token classifier's own head, or a new one of `num_classes`."""
+    own = checkpoint.class_name == "BertTokenClassifier"
+    if not own and num_classes is None:
+        raise CheckpointError(f"{checkpoint.path!r} has no token classifier head: pass num_classes= to start a new one")
+    if own and num_classes not in (None, checkpoint.num_classes):
+        raise CheckpointError(
+            f"{checkpoint.path!r} has a {checkpoint.num_classes}-tag head, not {num_classes}; for a new head use "
+            f"BertTokenClassifier(BertEncoder.from_pretrained(path), {num_classes})"
+        )
+    if dropout is None:
+        dropout = checkpoint.classifier_dropout if own and checkpoint.classifier_dropout is not None else 0.1
+    encoder = BertEncoder(**config, **preprocessing)
+    if own:
+        return BertTokenClassifier(encoder, checkpoint.num_classes, dropout, label_names=checkpoint.label_names), ()
+    return BertTokenClassifier(encoder, num_classes, dropout), ("classifier/",)
+
+
 def _bert_preprocessing(checkpoint, seq_length, config):
     """BERT models pack text with a `BertPreprocessor` (default length min(128, max_length))."""
     length = seq_length or min(128, config["max_length"])
@@ -155,6 +192,10 @@ FAMILIES = (
                 BertPretrainer, _backbone(BertEncoder, BertPretrainer), ("masked_lm_head/", "next_sentence_head/")
             ),
             ModelClass(BertClassifier, _bert_classifier, ("classifier/",)),
+            ModelClass(BertSpanLabeler, _bert_span_labeler, ("span_labeler/",)),
+            ModelClass(BertSimilarity, _backbone(BertEncoder, BertSimilarity)),
+            # No heads listed: a checkpoint's "classifier/" is BertClassifier's by default.
+            ModelClass(BertTokenClassifier, _bert_token_classifier),
         ),
         preprocessing=_bert_preprocessing,
         converters={
@@ -172,6 +213,12 @@ FAMILIES = (
             "keras_nlp": {"GPT2Backbone": keras_preset.read_gpt2},
         },
         aliases=("gpt2",),
+    ),
+    Family(
+        name="seq2seq",
+        models=(ModelClass(Seq2SeqTransformer, _backbone(Seq2SeqTransformer)),),
+        preprocessing=_gpt_preprocessing,  # the tokenizer itself, as GPT
+        converters={},
     ),
 )
 

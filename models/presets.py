@@ -57,6 +57,19 @@ _PRESETS = {
     "gpt_nano": _gpt(3, 96, 3, 256, "a tiny GPT for tests and demos, L3/H96/A3"),
     "gpt2_small": _gpt(12, 768, 12, 1024, "GPT-2 small (Radford et al., 2019), L12/H768/A12"),
     "gpt2_medium": _gpt(24, 1024, 16, 1024, "GPT-2 medium, L24/H1024/A16"),
+    "transformer_tiny": (
+        "seq2seq",
+        dict(
+            vocab_size=8000,
+            hidden_size=256,
+            num_encoder_layers=3,
+            num_decoder_layers=3,
+            num_heads=4,
+            intermediate_size=1024,
+        ),
+        "a Transformer sized for CPU training (Multi30k in ~20 min), 3+3 layers, H256/A4, 8k vocab",
+        32,
+    ),
     "transformer_base": (
         "seq2seq",
         dict(

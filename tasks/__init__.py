@@ -12,7 +12,7 @@ below, or in your own code); importing a module registers nothing.
 
 from tfplm import config as config_lib
 from tfplm.registry import Registry
-from tfplm.tasks import causal_lm, classification, embedding, masked_lm
+from tfplm.tasks import causal_lm, classification, distillation, embedding, masked_lm, question_answering, similarity, tagging, translation
 from tfplm.tasks.base import ExperimentConfig, RuntimeConfig, Task, TaskType, TrainerConfig
 
 TASK_TYPES = Registry("task type")
@@ -29,7 +29,13 @@ def register(task_type):
 register(classification.TASK_TYPE)
 register(masked_lm.TASK_TYPE)
 register(causal_lm.TASK_TYPE)
+register(causal_lm.FINETUNE_TASK_TYPE)
 register(embedding.TASK_TYPE)
+register(similarity.TASK_TYPE)
+register(distillation.TASK_TYPE)
+register(translation.TASK_TYPE)
+register(tagging.TASK_TYPE)
+register(question_answering.TASK_TYPE)
 
 
 def list_experiments():

@@ -1,18 +1,27 @@
-"""Causal-LM pretraining (`gpt/pretraining`), and serving a `GPT` as a text generator."""
+"""Causal LMs: pretraining (`gpt/pretraining`), fine-tuning a pretrained GPT on
+your own text (`gpt/finetune`), and serving a `GPT` as a text generator."""
+
+import dataclasses
+import functools
+from typing import Annotated
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 import keras
+from absl import logging
 
 from tfplm import generation, metrics
+from tfplm.config import Range
 from tfplm.data import causal_lm
 from tfplm.data.pipeline import per_replica_batch_size
 from tfplm.models import GPT
+from tfplm.models import pretrained
 from tfplm.models.base import check_seq_length
 from tfplm.tasks import base, serving
 from tfplm.tasks.pretraining import DataConfig, ModelConfig, PretrainingConfig, PretrainingTask
 from tfplm.tokenizers import SentencePieceTokenizer
+from tfplm.training.optimization import OptimizerConfig
 
 
 class GPTPretrainingTask(PretrainingTask):
@@ -55,6 +64,132 @@ class GPTPretrainingTask(PretrainingTask):
 
     def build_metrics(self):
         return [metrics.Perplexity(name="perplexity")]
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Attributes:
+    init_checkpoint: the pretrained GPT to start from: a tfplm folder, a
+        Hugging Face GPT-2 folder or a keras-nlp GPT-2 preset; its own
+        tokenizer reads the text.
+    train_file: the text to fine-tune on (globs, comma-separated).
+    validation_file: held-out text, for perplexity every loop.
+    input_format: "prose" (paragraphs separated by blank lines, e.g. books,
+        plays) or "bert" (a sentence per line, blank lines between documents).
+    seq_length: tokens per training block (at most the model's max_length).
+    global_batch_size: blocks per step, over all replicas.
+    shuffle_buffer_size: blocks shuffled together.
+    dropout: the model's dropout while fine-tuning.
+    sample_prompts: prompts continued after every loop to show progress,
+        separated by "|" ("" starts from the end-of-text token).
+    sample_tokens: tokens generated per sample.
+    sample_top_k: samples draw among this many most likely tokens (seeded: the
+        same checkpoint prints the same samples).
+    """
+
+    init_checkpoint: str = ""
+    train_file: str = ""
+    validation_file: str = ""
+    input_format: str = "prose"
+    seq_length: Annotated[int, Range(min=2)] = 128
+    global_batch_size: Annotated[int, Range(min=1)] = 16
+    shuffle_buffer_size: Annotated[int, Range(min=1)] = 10_000
+    dropout: Annotated[float, Range(min=0, max=1)] = 0.1
+    sample_prompts: str = ""
+    sample_tokens: Annotated[int, Range(min=1)] = 48
+    sample_top_k: Annotated[int, Range(min=1)] = 40
+
+
+class GenerateSamples(keras.callbacks.Callback):
+    """Logs (and prints) the model's continuations of `prompts` after every loop."""
+
+    def __init__(self, prompts, max_new_tokens, top_k, seed=0):
+        super().__init__()
+        self.prompts, self.max_new_tokens, self.top_k, self.seed = prompts, max_new_tokens, top_k, seed
+
+    def samples(self):
+        return self.model.generate(self.prompts, self.max_new_tokens, sampler="top_k", k=self.top_k, seed=self.seed)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        for prompt, text in zip(self.prompts, self.samples()):
+            logging.info("step %d sample: %r", step, text)
+            print(f"step {step}  sample {prompt!r}: {text!r}", flush=True)
+
+
+class GPTFinetuneTask(base.Task):
+    """Next-token prediction on your own text, from a pretrained GPT and its
+    tokenizer; metric: perplexity; the model of the best validation perplexity
+    is kept in `model_dir/best`, with samples printed every loop."""
+
+    @functools.cached_property
+    def checkpoint(self):
+        """`task.init_checkpoint`, read once."""
+        path = self.task_config.init_checkpoint
+        if not path:
+            raise ValueError(
+                "task.init_checkpoint is empty; gpt/finetune starts from a pretrained GPT folder (tfplm, Hugging "
+                "Face GPT-2 or keras-nlp): set --init_checkpoint=PATH"
+            )
+        checkpoint = pretrained.read_checkpoint(path, family="gpt")
+        if checkpoint.tokenizer is None:
+            raise ValueError(f"task.init_checkpoint {path!r} has no tokenizer files; gpt/finetune reads text with its own")
+        return checkpoint
+
+    @property
+    def tokenizer(self):
+        return self.checkpoint.tokenizer
+
+    def _file(self, split):
+        c = self.task_config
+        path = c.train_file if split == "train" else c.validation_file
+        if not path:
+            raise ValueError(f"task.{'train' if split == 'train' else 'validation'}_file is empty; point it at a text file")
+        return path
+
+    def global_batch_size(self, split):
+        return self.task_config.global_batch_size
+
+    def build_model(self):
+        c = self.task_config
+        model = GPT.from_pretrained(self.checkpoint, dropout=c.dropout)
+        check_seq_length(c.seq_length, model.max_length)
+        return model
+
+    def build_inputs(self, split, input_context=None):
+        c = self.task_config
+        return causal_lm.causal_lm_dataset(
+            self._file(split),
+            self.tokenizer,
+            c.seq_length,
+            per_replica_batch_size(c.global_batch_size, input_context),
+            split == "train",
+            input_format=c.input_format,
+            input_context=input_context,
+            shuffle_buffer_size=c.shuffle_buffer_size,
+            seed=self.config.runtime.seed,
+        )
+
+    def describe_inputs(self, split):
+        return {"split": split, "file": self._file(split), "seq_length": self.task_config.seq_length}
+
+    def build_losses(self):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="lm_loss")
+
+    def build_metrics(self):
+        return [metrics.Perplexity(name="perplexity")]
+
+    def build_callbacks(self, model_dir):
+        c = self.task_config
+        prompts = c.sample_prompts.split("|")
+        return [
+            base.SaveBest(model_dir, "val_perplexity", mode="min"),
+            GenerateSamples(prompts, c.sample_tokens, c.sample_top_k),
+        ]
+
+    def held_out_examples(self, limit):
+        prompts = [p for p in self.task_config.sample_prompts.split("|") if p]
+        return {"prompt": (prompts or [""])[:limit]}
 
 
 # The `generate` signature's inputs besides `prompt`, with the values
@@ -194,10 +329,34 @@ def gpt_pretraining_experiment():
     return base.ExperimentConfig(task=config)
 
 
+def gpt_finetune_experiment():
+    """Fine-tuning's recipe: AdamW 1e-4 (nanoGPT's Shakespeare fine-tuning
+    uses 3e-5 for GPT-2 sizes; small models take more), 10% warmup, linear
+    decay, blocks of 128 tokens, batch 16."""
+    return base.ExperimentConfig(
+        task=FinetuneConfig(),
+        trainer=base.TrainerConfig(
+            train_steps=1000,
+            steps_per_loop=200,
+            log_every_steps=50,
+            optimizer=OptimizerConfig(learning_rate=1e-4, warmup_fraction=0.1),
+        ),
+    )
+
+
 TASK_TYPE = base.TaskType(
     name="causal_lm",
     task=GPTPretrainingTask,
     serving=GeneratorHead,
     models=(GPT,),
     experiments={"gpt/pretraining": gpt_pretraining_experiment},
+)
+
+# Fine-tuning trains the same model class with another Task; it is served alike.
+FINETUNE_TASK_TYPE = base.TaskType(
+    name="causal_lm_finetuning",
+    task=GPTFinetuneTask,
+    serving=GeneratorHead,
+    models=(GPT,),
+    experiments={"gpt/finetune": gpt_finetune_experiment},
 )

@@ -59,6 +59,24 @@ EXPERIMENTS = {
     "bert/pretraining": f"task.vocab_file={VOCAB},task.model.max_length=64,{_pretraining_data(16, 'bert')}",
     "gpt/pretraining": f"task.init_checkpoint={GPT2},{_pretraining_data(16, 'bert')}",
     "toy/tagging": f"task.data_dir={DEMO},task.vocab_file={VOCAB},task.seq_length=16",
+    "seq2seq/translation": (
+        f"task.data_dir={REPO}/tests/data/parallel,task.validation_split=val,task.test_split=test,"
+        "task.vocab_size=200,task.batch_tokens=128,task.eval_batch_size=8,task.bleu_examples=4"
+    ),
+    "gpt/finetune": (
+        f"task.init_checkpoint={GPT2},task.train_file={TEXT},task.validation_file={TEXT},task.seq_length=16,"
+        "task.global_batch_size=4,task.shuffle_buffer_size=1,task.sample_prompts=The|She,task.sample_tokens=4"
+    ),
+    "tagging/conll2003": f"task.data_dir={REPO}/tests/data/conll_synthetic,task.vocab_file={VOCAB},task.seq_length=16,task.global_batch_size=8",
+    "sts/stsbenchmark": f"task.data_dir={REPO}/tests/data/stsbenchmark,task.vocab_file={VOCAB},task.seq_length=16,task.global_batch_size=8",
+    "distill/sst2": (
+        f"task.glue_dir={DEMO},task.teacher={REPO}/tests/fixtures/sst2_teacher_tiny,task.student_layers=1,"
+        "task.hidden_weight=1.0,task.seq_length=16,task.global_batch_size=8"
+    ),
+    "squad/v1.1": (
+        f"task.eval_file={REPO}/tests/data/squad_sample.json,task.train_articles=1,task.eval_articles=2,"
+        f"task.vocab_file={VOCAB},task.max_seq_length=32,task.max_query_length=8,task.doc_stride=16,task.global_batch_size=8"
+    ),
 }
 
 
@@ -193,7 +211,7 @@ def test_tflite_where_the_serving_head_has_a_function(name, tmp_path):
         return
     path = export.tflite(model, str(tmp_path / "m.tflite"))
     runner = export.TFLiteModel(path)
-    outputs = runner(examples["text"], examples.get("text_b"))
+    outputs = runner(*(examples[name] for name in head.inputs))
     reference = head.reference(head.report_examples(examples))
     for key, value in outputs.items():
         expected = reference[key]

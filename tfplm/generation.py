@@ -103,17 +103,42 @@ class TopPSampler(Sampler):
 
 
 class BeamSampler(Sampler):
-    """Beam search over `num_beams` hypotheses; returns the best one per row."""
+    """Beam search over `num_beams` hypotheses; returns the best one per row.
 
-    def __init__(self, num_beams=4, temperature=1.0, seed=None):
+    Hypotheses are ranked by their summed log-probability divided by GNMT's
+    length penalty (Wu et al., 2016, eq. 14) `((5 + length) / 6) ** length_penalty`,
+    `length` counting the tokens generated (the stop token included). The
+    default 0 ranks by the sum alone, which favours short outputs; translation
+    uses 0.6 (GNMT's and tensor2tensor's value).
+
+    Args:
+        num_beams: hypotheses kept per row.
+        temperature: logits are divided by it.
+        seed: unused (beam search draws nothing); kept for a common signature.
+        length_penalty: GNMT's alpha.
+    """
+
+    def __init__(self, num_beams=4, temperature=1.0, seed=None, length_penalty=0.0):
         super().__init__(temperature, seed)
         self.num_beams = num_beams
+        self.length_penalty = length_penalty
 
     def sample(self, logits, seed):
         raise TypeError("beam search scores whole hypotheses; decode() runs it")
 
     def get_config(self):
-        return {**super().get_config(), "num_beams": self.num_beams}
+        return {**super().get_config(), "num_beams": self.num_beams, "length_penalty": self.length_penalty}
+
+
+def length_penalty(lengths, alpha):
+    """GNMT's length penalty `((5 + lengths) / 6) ** alpha` (float32).
+
+    Example:
+    >>> float(length_penalty(7.0, 0.5))
+    1.4142135381698608
+    """
+    lengths = tf.cast(lengths, tf.float32)
+    return tf.pow((5.0 + lengths) / 6.0, tf.cast(alpha, tf.float32))
 
 
 SAMPLERS = {"greedy": GreedySampler, "top_k": TopKSampler, "top_p": TopPSampler, "beam": BeamSampler}
@@ -247,19 +272,27 @@ def _beam_search(
     # so the first expansion picks `beams` different tokens from beam 0.
     scores = tf.tile(tf.concat([[0.0], tf.fill([beams - 1], _NEG_INF)], 0), [batch])
     finished = tf.zeros([batch * beams], tf.bool)
+    lengths = tf.zeros([batch * beams], tf.float32)  # tokens generated, for the length penalty
+    alpha = sampler.length_penalty
     start = tf.reduce_min(tf.reduce_sum(tf.cast(prompt_mask, tf.int32), axis=1))
     logits, cache = next_logits(token_ids[:, :start], cache, 0)
 
-    def step(index, token_ids, cache, scores, finished, logits):
+    def step(index, token_ids, cache, scores, lengths, finished, logits):
         log_probs = tf.nn.log_softmax(ops.cast(logits, "float32") / sampler.temperature)
         vocab = tf.shape(log_probs)[-1]
         in_prompt = prompt_mask[:, index]
         forced = tf.where(in_prompt, token_ids[:, index], pad_token_id)
         # A prompt position or a finished beam may only continue with one token, at no cost.
         one_token = tf.where(tf.one_hot(forced, vocab) > 0, 0.0, _NEG_INF)
-        log_probs = tf.where((in_prompt | finished)[:, None], one_token, log_probs)
+        frozen = in_prompt | finished
+        log_probs = tf.where(frozen[:, None], one_token, log_probs)
+        lengths = lengths + tf.cast(~frozen, tf.float32)
         candidates = tf.reshape(scores[:, None] + log_probs, [batch, beams * vocab])
-        top_scores, top_index = tf.math.top_k(candidates, k=beams)
+        # Alive candidates of a row share one length, so the penalty only
+        # changes how they rank against finished hypotheses (alpha 0: not at all).
+        penalty = tf.reshape(tf.repeat(length_penalty(lengths, alpha), vocab), [batch, beams * vocab])
+        _, top_index = tf.math.top_k(candidates / penalty, k=beams)
+        top_scores = tf.gather(candidates, top_index, batch_dims=1)
         source_beam = top_index // vocab + tf.range(batch)[:, None] * beams
         source_beam = tf.reshape(source_beam, [-1])
         new_tokens = tf.reshape(top_index % vocab, [-1])
@@ -268,27 +301,31 @@ def _beam_search(
             tf.tensor_scatter_nd_update(tf.transpose(token_ids), [[index]], new_tokens[None, :])
         )
         finished = tf.gather(finished, source_beam)
+        lengths = tf.gather(lengths, source_beam)
         if stop_token_id is not None:
             finished = finished | (~in_prompt & tf.equal(new_tokens, stop_token_id))
         cache = tf.nest.map_structure(lambda c: tf.gather(c, source_beam), cache)
-        return token_ids, cache, tf.reshape(top_scores, [-1]), finished
+        return token_ids, cache, tf.reshape(top_scores, [-1]), lengths, finished
 
-    token_ids, cache, scores, finished = step(start, token_ids, cache, scores, finished, logits)
+    token_ids, cache, scores, lengths, finished = step(
+        start, token_ids, cache, scores, lengths, finished, logits
+    )
 
-    def cond(index, token_ids, cache, scores, finished):
+    def cond(index, token_ids, cache, scores, lengths, finished):
         return (index < total_length - 1) & ~tf.reduce_all(finished)
 
-    def body(index, token_ids, cache, scores, finished):
+    def body(index, token_ids, cache, scores, lengths, finished):
         logits, cache = next_logits(_column(token_ids, index), cache, index)
-        token_ids, cache, scores, finished = step(
-            index + 1, token_ids, cache, scores, finished, logits
+        token_ids, cache, scores, lengths, finished = step(
+            index + 1, token_ids, cache, scores, lengths, finished, logits
         )
-        return index + 1, token_ids, cache, scores, finished
+        return index + 1, token_ids, cache, scores, lengths, finished
 
-    _, token_ids, _, scores, _ = _loop(
-        cond, body, (start, token_ids, cache, scores, finished), jit_compile
+    _, token_ids, _, scores, lengths, _ = _loop(
+        cond, body, (start, token_ids, cache, scores, lengths, finished), jit_compile
     )
-    best = tf.argmax(tf.reshape(scores, [batch, beams]), axis=1, output_type=tf.int32)
+    ranked = tf.reshape(scores / length_penalty(lengths, alpha), [batch, beams])
+    best = tf.argmax(ranked, axis=1, output_type=tf.int32)
     return tf.gather(tf.reshape(token_ids, [batch, beams, -1]), best, batch_dims=1)
 
 

@@ -59,6 +59,7 @@ HEAD_PREFIXES = {
     "masked_lm_head/": "masked-LM head",
     "next_sentence_head/": "next-sentence head",
     "classifier/": "classifier head",
+    "span_labeler/": "question-answering span head",
 }
 
 
@@ -200,10 +201,12 @@ def check_sizes(checkpoint, config):
         config: the constructor arguments of its backbone (with a caller's overrides).
     """
     weights, source = checkpoint.weights, f"{checkpoint.source_format} checkpoint {checkpoint.path!r}"
-    for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+    # An encoder-decoder counts its two stacks' layers separately.
+    layer_keys = ("num_encoder_layers", "num_decoder_layers") if "num_encoder_layers" in config else ("num_layers",)
+    for key in ("vocab_size", "hidden_size", *layer_keys, "num_heads", "intermediate_size"):
         if key not in config:
             raise CheckpointError(f"{source}: its config lacks {key!r}")
-    for key in (*SIZES, "num_layers", "num_heads"):
+    for key in (*SIZES, *layer_keys, "num_heads"):
         value = config.get(key, 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise CheckpointError(f"{source}: config {key}={value!r}; expected a positive integer")

@@ -13,6 +13,7 @@ and value.
 Only safetensors are read; pickled `pytorch_model.bin` files are refused.
 """
 
+import json
 import os
 
 import numpy as np
@@ -191,6 +192,46 @@ def bert_tokenizer(directory, do_lower_case=None):
     return None
 
 
+# sentence-transformers' Pooling modes, as BertEncoder's `pooling`.
+_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+def sentence_transformers_pooling(directory):
+    """`BertEncoder` arguments {"pooling", "normalize"} from a sentence-transformers
+    folder's `modules.json` (its Pooling module's config.json, a Normalize
+    module), or {} when the folder has no modules.json."""
+    path = inside(directory, "modules.json", "file")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            modules = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a JSON file ({error}); the checkpoint is corrupt") from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise CheckpointError(f"{path}: expected a list of modules (objects with 'type' and 'path')")
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    pooling = [m for m, kind in zip(modules, kinds) if kind == "Pooling"]
+    if len(pooling) != 1:
+        raise CheckpointError(f"{path}: {len(pooling)} Pooling modules; expected one")
+    folder = pooling[0].get("path")
+    if not isinstance(folder, str) or not folder:
+        raise CheckpointError(f"{path}: the Pooling module's 'path' is {folder!r}; expected its folder's name")
+    config = read_json(directory, f"{folder}/config.json", "modules.json Pooling path")
+    modes = [mode for key, mode in _POOLING_MODES.items() if config.get(key)]
+    other = sorted(key for key, value in config.items() if key.startswith("pooling_mode_") and value and key not in _POOLING_MODES)
+    if other or len(modes) != 1:
+        raise CheckpointError(
+            f"{directory}: its Pooling module uses {other or modes or 'no mode'}; tfplm pools with one of "
+            f"{sorted(_POOLING_MODES)} (mean or [CLS])"
+        )
+    unknown = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
+    if unknown:
+        logging.warning("%s: modules.json has %s modules, which tfplm does not load: its embeddings will differ "
+                        "from sentence-transformers'", directory, unknown)
+    return {"pooling": modes[0], "normalize": "Normalize" in kinds}
+
+
 def read_bert(path, do_lower_case=None):
     """Reads a Hugging Face BERT directory into a `Checkpoint` (family "bert").
 
@@ -201,7 +242,7 @@ def read_bert(path, do_lower_case=None):
     """
     directory, config, tensors = _read(path)
     source = f"Hugging Face BERT checkpoint {directory!r}"
-    model_config = bert_config(config, source)
+    model_config = {**bert_config(config, source), **sentence_transformers_pooling(directory)}
     weights, sources, ignored = _bert_name_map().apply(tensors, source)
     word = "bert.embeddings.word_embeddings.weight"
     word = word if word in tensors else "embeddings.word_embeddings.weight"

@@ -116,7 +116,7 @@ def _as_dataset(texts, labels):
     return tf.data.Dataset.from_tensor_slices(features if labels is None else (features, labels))
 
 
-def _reshuffled(dataset, buffer_size, seed, endless):
+def reshuffled(dataset, buffer_size, seed, endless):
     """`dataset` shuffled anew on every pass, and with `endless` passed over forever.
 
     The same seed gives the same stream however far ahead the pipeline read,
@@ -221,7 +221,7 @@ def text_dataset(
         return (inputs, label) if labeled else inputs
 
     if training:
-        dataset = _reshuffled(dataset, shuffle_buffer_size, seed, endless=bool(steps))
+        dataset = reshuffled(dataset, shuffle_buffer_size, seed, endless=bool(steps))
     dataset = dataset.map(
         (lambda features, label: featurize(features, label)) if labeled else featurize,
         num_parallel_calls=tf.data.AUTOTUNE,

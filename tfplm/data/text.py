@@ -39,7 +39,7 @@ def read_utf8(path):
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise _not_utf8(path, data[: error.start].count(b"\n") + 1, error) from None
+        raise not_utf8(path, data[: error.start].count(b"\n") + 1, error) from None
 
 
 def utf8_lines(path):
@@ -50,10 +50,10 @@ def utf8_lines(path):
             try:
                 yield raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as error:
-                raise _not_utf8(path, number, error) from None
+                raise not_utf8(path, number, error) from None
 
 
-def _not_utf8(path, line, error):
+def not_utf8(path, line, error):
     return ValueError(
         f"{path}:{line}: not UTF-8 ({error.reason}: {error.object[error.start:error.end]!r}); "
         "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"

@@ -6,6 +6,7 @@ eager calls, tf.data pipelines and exported graphs tokenize alike.
 """
 
 import base64
+import hashlib
 import json
 import os
 
@@ -135,6 +136,31 @@ class GPT2Tokenizer(_TensorOutputs, keras_nlp.tokenizers.BytePairTokenizer):
         return config
 
 
+def _survives_kernel_cache_clears(sentence_piece, proto):
+    """Gives a tensorflow_text `SentencepieceTokenizer` a model resource with a shared name.
+
+    tensorflow_text creates the model as a resource owned by the kernel of the
+    op that made it (its TODO b/318839908). Eagerly, that kernel lives in the
+    context's kernel cache, which `tf.random.set_seed` (and so
+    `keras.utils.set_random_seed`, which the trainer calls) clears: every
+    tokenizer made before then failed with "Resource .../SentencepieceOp ...
+    does not exist". A shared name (the proto's hash: equal models may share
+    one resource) makes the resource manager own it instead.
+    """
+    from tensorflow_text.python.ops.sentencepiece_tokenizer import gen_sentencepiece_tokenizer
+
+    shared_name = "tfplm_sentencepiece_" + hashlib.sha256(proto).hexdigest()[:32]
+    model = sentence_piece._model_resource  # noqa: SLF001 - the resource this fixes
+
+    def create():
+        with tf.name_scope("SentenceTokenizerInitializer"):
+            return gen_sentencepiece_tokenizer.sentencepiece_op(model=proto, shared_name=shared_name)
+
+    model._create_resource = create  # noqa: SLF001 - also what SavedModels trace
+    model._resource_handle = None  # noqa: SLF001
+    model.resource_handle  # creates it
+
+
 @keras.saving.register_keras_serializable(package="tfplm")
 class SentencePieceTokenizer(_TensorOutputs, keras_nlp.tokenizers.SentencePieceTokenizer):
     """A SentencePiece model (tensorflow_text ops, via keras-nlp).
@@ -146,6 +172,10 @@ class SentencePieceTokenizer(_TensorOutputs, keras_nlp.tokenizers.SentencePieceT
     def set_proto(self, proto):
         self._forget_graph_functions()
         super().set_proto(proto)
+
+    def _set_proto_tf(self, proto):
+        super()._set_proto_tf(proto)
+        _survives_kernel_cache_clears(self._sentence_piece, proto)
 
     @property
     def end_token_id(self):

@@ -21,7 +21,9 @@ class OptimizerConfig:
     weight_decay: decoupled weight decay (not on biases and LayerNorm).
     warmup_fraction: fraction of the training steps spent warming up linearly.
     warmup_steps: warmup length in steps; when set, overrides warmup_fraction.
-    decay: "linear", "polynomial" (with `power`) or "constant" after warmup.
+    decay: after warmup, "linear", "polynomial" (with `power`), "constant"
+        or "inverse_sqrt" (the Transformer's: the peak times
+        sqrt(warmup_steps / step)).
     power: exponent of the polynomial decay.
     end_learning_rate: learning rate at the last step.
     beta_1, beta_2, epsilon: Adam's moment decay rates and epsilon.
@@ -82,6 +84,24 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package="tfplm")
+class InverseSquareRootDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """`peak * sqrt(warmup_steps / (warmup_steps + step))`: after a warmup of
+    `warmup_steps`, the Transformer's schedule (Vaswani et al., 2017, eq. 3)
+    with the peak as a parameter instead of d_model ** -0.5."""
+
+    def __init__(self, peak, warmup_steps):
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        warmup = float(max(self.warmup_steps, 1))
+        return self.peak * ops.sqrt(warmup / (warmup + ops.maximum(ops.cast(step, "float32"), 0.0)))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
+
+
 def learning_rate_schedule(config, total_steps):
     """The warmup + decay schedule of `config` over `total_steps` steps."""
     warmup = config.warmup_steps
@@ -91,6 +111,8 @@ def learning_rate_schedule(config, total_steps):
         decay = keras.optimizers.schedules.PolynomialDecay(
             config.learning_rate, 1, config.learning_rate
         )
+    elif config.decay == "inverse_sqrt":
+        decay = InverseSquareRootDecay(config.learning_rate, warmup)
     elif config.decay in ("linear", "polynomial"):
         decay = keras.optimizers.schedules.PolynomialDecay(
             config.learning_rate,
@@ -100,7 +122,7 @@ def learning_rate_schedule(config, total_steps):
         )
     else:
         raise ValueError(
-            f"optimizer.decay={config.decay!r}; expected 'linear', 'polynomial' or 'constant'"
+            f"optimizer.decay={config.decay!r}; expected 'linear', 'polynomial', 'constant' or 'inverse_sqrt'"
         )
     return WarmupSchedule(config.learning_rate, warmup, decay, total_steps=total_steps)
 

@@ -1,0 +1,212 @@
+"""Distillation (`tasks/distillation.py`): the loss against its definition, the
+student initialisations, bad configs, and a tiny teacher distilled end to end
+(tests/fixtures/sst2_teacher_tiny, made by tools/make_distillation_fixture.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfplm import tasks
+from tfplm.config import ConfigError
+from tfplm.models import BertClassifier, BertEncoder, from_pretrained
+from tfplm.tasks.distillation import Distiller, project_embeddings, slice_encoder
+from tfplm.training import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "tools", "demo_data")
+TEACHER = os.path.join(REPO, "tests", "fixtures", "sst2_teacher_tiny")
+HF_BERT = os.path.join(REPO, "tests", "fixtures", "hf_bert")
+TINY = f"task.glue_dir={DEMO},task.teacher={TEACHER},task.seq_length=32,task.global_batch_size=16,runtime.seed=1,runtime.mixed_precision=float32"
+
+
+def _classifier(num_layers=2, hidden=32, num_classes=2, seed=0):
+    keras.utils.set_random_seed(seed)
+    encoder = BertEncoder(
+        vocab_size=50, hidden_size=hidden, num_layers=num_layers, num_heads=2, intermediate_size=2 * hidden,
+        max_length=16, dropout=0.0, attention_dropout=0.0,
+    )
+    model = BertClassifier(encoder, num_classes, dropout=0.0)
+    for weight in model.head.weights:  # logits far from 0, so that the loss terms differ clearly
+        weight.assign(30 * weight)
+    return model
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 50, size=(4, 8)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[3, 3:] = 0
+    return {"input_word_ids": ids * mask, "input_mask": mask, "input_type_ids": np.zeros_like(ids)}, np.array([0, 1, 1, 0])
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("alpha,temperature", [(0.5, 2.0), (0.0, 1.0), (1.0, 4.0), (0.2, 5.0)])
+def test_training_loss_is_alpha_ce_plus_t2_kl(alpha, temperature):
+    teacher, student = _classifier(seed=1), _classifier(num_layers=1, hidden=16, seed=2)
+    inputs, labels = _batch()
+    t, s = (np.asarray(m(inputs, training=False)) for m in (teacher, student))
+    ce = -np.mean(_log_softmax(s)[np.arange(4), labels])
+    log_t, log_s = _log_softmax(t / temperature), _log_softmax(s / temperature)
+    kl = np.mean(np.sum(np.exp(log_t) * (log_t - log_s), -1))
+    expected = alpha * ce + (1 - alpha) * temperature**2 * kl
+
+    distiller = Distiller(student, teacher, alpha=alpha, temperature=temperature)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = distiller.train_on_batch(inputs, labels, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # Evaluation scores the student on the labels alone.
+    np.testing.assert_allclose(distiller.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"], ce, rtol=1e-5)
+
+
+def test_hidden_state_loss_is_the_masked_mse_of_projected_student_blocks():
+    teacher, student = _classifier(num_layers=4, hidden=32, seed=1), _classifier(num_layers=2, hidden=16, seed=2)
+    inputs, labels = _batch()
+    distiller = Distiller(student, teacher, alpha=1.0, temperature=1.0, hidden_weight=3.0)
+    assert distiller.layer_map() == [1, 3]
+    kernel, bias = (np.asarray(w) for w in distiller.projection.weights)
+    student_blocks = [np.asarray(x) for x in student.encoder(inputs)["encoder_outputs"]]
+    teacher_blocks = [np.asarray(x) for x in teacher.encoder(inputs)["encoder_outputs"]]
+    mask = inputs["input_mask"].astype(bool)
+    errors = [np.mean(((student_blocks[i] @ kernel + bias - teacher_blocks[j]) ** 2)[mask]) for i, j in enumerate([1, 3])]
+    s = np.asarray(student(inputs))
+    ce = -np.mean(_log_softmax(s)[np.arange(4), labels])
+
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = distiller.train_on_batch(inputs, labels, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, ce + 3.0 * np.mean(errors), rtol=1e-5)
+
+
+def test_a_regression_student_learns_the_teachers_score():
+    teacher, student = _classifier(num_classes=1, seed=1), _classifier(num_layers=1, hidden=16, num_classes=1, seed=2)
+    inputs, _ = _batch()
+    scores = np.array([0.5, 1.0, 2.0, 0.0], np.float32)
+    t, s = (np.asarray(m(inputs))[:, 0] for m in (teacher, student))
+    distiller = Distiller(student, teacher, alpha=0.25, temperature=3.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.MeanSquaredError())
+    loss = distiller.train_on_batch(inputs, scores, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, 0.25 * np.mean((s - scores) ** 2) + 0.75 * np.mean((s - t) ** 2), rtol=1e-5)
+
+
+def test_the_teacher_does_not_change_and_the_student_does():
+    teacher, student = _classifier(seed=1), _classifier(num_layers=1, hidden=16, seed=2)
+    before_teacher, before_student = teacher.get_weights(), student.get_weights()
+    distiller = Distiller(student, teacher, alpha=0.5, temperature=2.0, hidden_weight=1.0)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.train_on_batch(*_batch())
+    assert all(np.array_equal(a, b) for a, b in zip(before_teacher, teacher.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(before_student, student.get_weights()))
+
+
+def test_a_student_sliced_to_every_layer_is_the_teacher():
+    teacher = _classifier(num_layers=4, seed=1).encoder
+    inputs, _ = _batch()
+    full = slice_encoder(teacher, 4)
+    np.testing.assert_array_equal(full(inputs)["sequence_output"], teacher(inputs)["sequence_output"])
+    half = slice_encoder(teacher, 2)
+    assert half.num_layers == 2
+    for block, index in zip(half.blocks, (1, 3)):
+        assert all(np.array_equal(a, b) for a, b in zip(block.get_weights(), teacher.blocks[index].get_weights()))
+    with pytest.raises(ConfigError, match="task.student_layers=5; the teacher has 4 blocks"):
+        slice_encoder(teacher, 5)
+
+
+def test_projected_embeddings_are_the_teachers_principal_components():
+    teacher = _classifier(hidden=32, seed=1).encoder
+    student = _classifier(hidden=8, seed=2).encoder
+    project_embeddings(teacher, student)
+    words = next(np.asarray(w) for w in teacher.embedding.weights if w.path.endswith("token_embedding/embeddings"))
+    projected = next(np.asarray(w) for w in student.embedding.weights if w.path.endswith("token_embedding/embeddings"))
+    centred = words - words.mean(0)
+    # Columns: uncorrelated, in decreasing variance, holding the top singular values' variance.
+    covariance = projected.T @ projected
+    np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-3)
+    singular = np.linalg.svd(centred, compute_uv=False)
+    np.testing.assert_allclose(np.sqrt(np.diag(covariance)), singular[:8], rtol=1e-4)
+    wide = _classifier(hidden=64, seed=3).encoder
+    with pytest.raises(ConfigError, match=r"the student \(64 wide\) is wider than the teacher \(32\)"):
+        project_embeddings(teacher, wide)
+
+
+def test_a_teacher_of_another_task_is_refused_in_one_line():
+    task = tasks.get("distill/mrpc", overrides=f"task.glue_dir={REPO}/tests/data/glue,task.teacher={HF_BERT}")
+    with pytest.raises(ConfigError) as error:
+        task.build_model()
+    assert str(error.value) == (
+        f"task.teacher {HF_BERT!r} has no classifier head; this task has 2 (fine-tune a teacher on it first, "
+        "e.g. tools/train.py --experiment=glue/<task>)"
+    )
+    with pytest.raises(ConfigError, match="task.teacher is empty"):
+        tasks.get("distill/sst2", overrides=f"task.glue_dir={DEMO}").build_model()
+
+
+def test_a_student_with_another_vocabulary_is_refused(tmp_path):
+    minilm_vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]
+    from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
+
+    other = BertClassifier(
+        BertEncoder.from_preset("bert_tiny", vocab_size=7, preprocessor=BertPreprocessor(WordPieceTokenizer(minilm_vocab), 16)), 2
+    )
+    other.save_pretrained(tmp_path / "other")
+    task = tasks.get("distill/sst2", overrides=f"{TINY},task.init_checkpoint={tmp_path / 'other'}")
+    with pytest.raises(ConfigError, match="has another vocabulary than task.teacher"):
+        task.build_model()
+
+
+def test_distilling_the_tiny_teacher_end_to_end(tmp_path):
+    """alpha=0 (the teacher's outputs only): the student learns to agree with
+    the teacher; best/ holds the student alone; the report tool compares them."""
+    task = tasks.get(
+        "distill/sst2",
+        overrides=f"{TINY},task.student_layers=1,task.alpha=0.0,trainer.train_steps=150,trainer.steps_per_loop=150,"
+        "trainer.optimizer.learning_rate=3e-3",
+    )
+    untrained = task.build_model()
+    teacher = from_pretrained(TEACHER)
+    dev = task.examples("validation").texts[:300]
+
+    def agreement(student):
+        probabilities = [teacher.predict_on_batch(teacher.preprocessor(tf.constant(dev))), student.predict_on_batch(teacher.preprocessor(tf.constant(dev)))]
+        return np.mean(np.argmax(probabilities[0], -1) == np.argmax(probabilities[1], -1))
+
+    before = agreement(untrained.student)
+    trainer.run_experiment(task, "train_and_eval", str(tmp_path / "run"), progress=None)
+    student = trainer.load_trained(task, str(tmp_path / "run"))
+    assert type(student) is BertClassifier
+    assert student.encoder.num_layers == 1
+    after = agreement(student)
+    assert after > max(0.75, before + 0.15), (before, after)  # measured: 0.59 -> 0.79
+
+    command = [
+        sys.executable, os.path.join(REPO, "tools", "distillation_report.py"),
+        f"--model_dir={tmp_path / 'run'}", f"--output_dir={tmp_path / 'report'}", "--num_examples=20",
+    ]
+    subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO)
+    report = json.loads((tmp_path / "report" / "distillation_report.json").read_text())
+    teacher_row, student_row = report["models"]
+    assert teacher_row["parameters"] == teacher.count_params() and student_row["parameters"] == student.count_params()
+    for row in (teacher_row, student_row):  # every artifact matches its Keras model; a tiny
+        # model's int8 file is mostly fixed overhead, above the 30%-of-float32 size bar
+        assert all(failure.startswith("tflite_text_dynamic_int8: size") for failure in row["export_failures"]), row
+    assert 0 < student_row["tflite_int8_bytes"] < student_row["tflite_float32_bytes"]
+    evaluated = json.loads((tmp_path / "run" / "eval_results.json").read_text())["metrics"]["accuracy"]
+    assert abs(student_row["accuracy_keras"] - evaluated) <= 2 / 872  # the same dev set and model (batches padded differently)
+
+
+def test_bad_report_arguments_are_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "distillation_report.py"), f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith("--model_dir (a distill/* run) and --output_dir are required")
