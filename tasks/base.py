@@ -20,6 +20,8 @@ one registry line.
 
 import abc
 import dataclasses
+import functools
+import math
 import os
 import typing
 from typing import Annotated
@@ -29,6 +31,8 @@ from absl import logging
 
 from tfplm import publish
 from tfplm.config import ConfigError, Range
+from tfplm.models import pretrained
+from tfplm.tokenizers import WordPieceTokenizer
 from tfplm.training.optimization import OptimizerConfig, build_optimizer
 from tfplm.training.trainer import BEST_DIR
 
@@ -235,6 +239,58 @@ class Task(abc.ABC):
             jit_compile=self.config.runtime.jit_compile,
         )
         return model
+
+
+class EncoderTask(Task):
+    """What tasks that fine-tune a BERT encoder share (classification, tagging,
+    question answering, similarity): the tokenizer of `task.init_checkpoint`
+    (or `task.vocab_file`), and training counted in epochs of
+    `num_examples("train")`: `trainer.train_steps` of 0 means `task.epochs`
+    epochs, `trainer.steps_per_loop` of 0 one epoch.
+
+    The task config has `init_checkpoint`, `vocab_file`, `lowercase`,
+    `global_batch_size` and `epochs`; subclasses implement `num_examples`.
+    """
+
+    @abc.abstractmethod
+    def num_examples(self, split):
+        """Training examples (rows of the model's batches) in `split`."""
+
+    @functools.cached_property
+    def _checkpoint(self):
+        """`task.init_checkpoint`, read once: its tokenizer feeds the inputs, its weights the model."""
+        return pretrained.read_checkpoint(self.task_config.init_checkpoint, family="bert")
+
+    @functools.cached_property
+    def tokenizer(self):
+        """`task.init_checkpoint`'s `WordPieceTokenizer`, or `task.vocab_file`'s when
+        there is no init checkpoint or it has no vocabulary files. Needs no
+        model: `build_inputs` works before (and without) `build_model`."""
+        c = self.task_config
+        tokenizer = self._checkpoint.tokenizer if c.init_checkpoint else None
+        if tokenizer is None:
+            if not c.vocab_file:
+                raise ConfigError(
+                    f"task.init_checkpoint {c.init_checkpoint!r} has no vocabulary files; set task.vocab_file"
+                    if c.init_checkpoint
+                    else "set task.init_checkpoint (pretrained weights) or task.vocab_file (random preset)"
+                )
+            tokenizer = WordPieceTokenizer(c.vocab_file, c.lowercase)
+            if c.init_checkpoint:
+                check_vocabulary_fits(tokenizer, self._checkpoint, f"task.vocab_file {c.vocab_file!r}")
+        return tokenizer
+
+    def global_batch_size(self, split):
+        return self.task_config.global_batch_size
+
+    def steps_per_epoch(self):
+        return math.ceil(self.num_examples("train") / self.global_batch_size("train"))
+
+    def train_steps(self):
+        return self.config.trainer.train_steps or self.task_config.epochs * self.steps_per_epoch()
+
+    def steps_per_loop(self):
+        return self.config.trainer.steps_per_loop or self.steps_per_epoch()
 
 
 def check_vocabulary_fits(tokenizer, checkpoint, source):

@@ -16,7 +16,6 @@ probabilities and labels (or a score).
 
 import dataclasses
 from typing import Annotated
-import math
 import os
 
 import functools
@@ -30,9 +29,9 @@ from tfplm.config import Range
 from tfplm import metrics as metrics_lib
 from tfplm.data import glue as glue_data
 from tfplm.data import pipeline, text_files
-from tfplm.models import BertClassifier, BertEncoder, pretrained
+from tfplm.models import BertClassifier, BertEncoder
 from tfplm.tasks import base, serving
-from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
+from tfplm.tokenizers import BertPreprocessor
 from tfplm.training.optimization import OptimizerConfig
 
 
@@ -99,7 +98,7 @@ class GlueConfig:
 SMALL_DATA = 10_000  # training examples below which BERT's default recipe is flagged
 
 
-class ClassificationTask(base.Task):
+class ClassificationTask(base.EncoderTask):
     """Sentence (pair) classification or regression on a `BertClassifier`."""
 
     def __init__(self, config):
@@ -199,15 +198,6 @@ class ClassificationTask(base.Task):
             self._tfds_counts[split] = count if count >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
         return self._tfds_counts[split]
 
-    def global_batch_size(self, split):
-        return self.task_config.global_batch_size
-
-    def steps_per_epoch(self):
-        return math.ceil(self.num_examples("train") / self.global_batch_size("train"))
-
-    def train_steps(self):
-        return self.config.trainer.train_steps or self.task_config.epochs * self.steps_per_epoch()
-
     def build_optimizer(self, steps=None):
         examples = self.num_examples("train")
         rate = self.config.trainer.optimizer.learning_rate
@@ -220,9 +210,6 @@ class ClassificationTask(base.Task):
             )
         return super().build_optimizer(steps)
 
-    def steps_per_loop(self):
-        return self.config.trainer.steps_per_loop or self.steps_per_epoch()
-
     def describe_inputs(self, split):
         c = self.task_config
         source = c.tfds_data_dir or (c.glue_dir if c.task_name != "custom" else self._custom_file(split))
@@ -234,31 +221,9 @@ class ClassificationTask(base.Task):
         return self.info.is_pair if self.info is not None else _column(c.text_b_column) is not None
 
     @functools.cached_property
-    def _checkpoint(self):
-        """`task.init_checkpoint`, read once: its tokenizer feeds the inputs, its weights the model."""
-        return pretrained.read_checkpoint(self.task_config.init_checkpoint, family="bert")
-
-    @functools.cached_property
     def preprocessor(self):
-        """The `BertPreprocessor` that tokenizes the inputs; the model carries it.
-
-        Its tokenizer is `task.init_checkpoint`'s, or `task.vocab_file`'s when
-        there is no init checkpoint or it has no vocabulary files. Needs no
-        model: `build_inputs` works before (and without) `build_model`.
-        """
-        c = self.task_config
-        tokenizer = self._checkpoint.tokenizer if c.init_checkpoint else None
-        if tokenizer is None:
-            if not c.vocab_file:
-                raise ValueError(
-                    f"task.init_checkpoint {c.init_checkpoint!r} has no vocabulary files; set task.vocab_file"
-                    if c.init_checkpoint
-                    else "set task.init_checkpoint (pretrained weights) or task.vocab_file (random preset)"
-                )
-            tokenizer = WordPieceTokenizer(c.vocab_file, c.lowercase)
-            if c.init_checkpoint:
-                base.check_vocabulary_fits(tokenizer, self._checkpoint, f"task.vocab_file {c.vocab_file!r}")
-        return BertPreprocessor(tokenizer, c.seq_length, pair=self.is_pair)
+        """The `BertPreprocessor` that tokenizes the inputs (`tokenizer`); the model carries it."""
+        return BertPreprocessor(self.tokenizer, self.task_config.seq_length, pair=self.is_pair)
 
     def build_inputs(self, split, input_context=None):
         """Batches of (encoder inputs, label), tokenized by `preprocessor`.

@@ -37,9 +37,9 @@ from absl import logging
 from tfplm import publish
 from tfplm.config import ConfigError, Range
 from tfplm.data import pipeline, squad
-from tfplm.models import BertEncoder, BertSpanLabeler, pretrained
+from tfplm.models import BertEncoder, BertSpanLabeler
 from tfplm.tasks import base, serving
-from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
+from tfplm.tokenizers import BertPreprocessor
 from tfplm.training.optimization import OptimizerConfig
 
 
@@ -101,7 +101,7 @@ class _HalvedCrossentropy(keras.losses.SparseCategoricalCrossentropy):
         return 0.5 * super().call(y_true, y_pred)
 
 
-class QuestionAnsweringTask(base.Task):
+class QuestionAnsweringTask(base.EncoderTask):
     """Extractive QA on a `BertSpanLabeler`; metrics SQuAD's exact match and F1."""
 
     def __init__(self, config):
@@ -149,25 +149,9 @@ class QuestionAnsweringTask(base.Task):
         return self._data[split]
 
     @functools.cached_property
-    def _checkpoint(self):
-        return pretrained.read_checkpoint(self.task_config.init_checkpoint, family="bert")
-
-    @functools.cached_property
     def preprocessor(self):
         """The `BertPreprocessor` (tokenizer, window length) the model carries."""
-        c = self.task_config
-        tokenizer = self._checkpoint.tokenizer if c.init_checkpoint else None
-        if tokenizer is None:
-            if not c.vocab_file:
-                raise ValueError(
-                    f"task.init_checkpoint {c.init_checkpoint!r} has no vocabulary files; set task.vocab_file"
-                    if c.init_checkpoint
-                    else "set task.init_checkpoint (pretrained weights) or task.vocab_file (random preset)"
-                )
-            tokenizer = WordPieceTokenizer(c.vocab_file, c.lowercase)
-            if c.init_checkpoint:
-                base.check_vocabulary_fits(tokenizer, self._checkpoint, f"task.vocab_file {c.vocab_file!r}")
-        return BertPreprocessor(tokenizer, c.max_seq_length, pair=True)
+        return BertPreprocessor(self.tokenizer, self.task_config.max_seq_length, pair=True)
 
     def windows(self, split):
         """The split's windows with their labels (numpy, one row per window), made once.
@@ -206,20 +190,9 @@ class QuestionAnsweringTask(base.Task):
             logging.info("%s: %d questions in %d windows", split, len(examples), len(rows["input_word_ids"]))
         return self._windows[split]
 
-    def num_windows(self, split):
+    def num_examples(self, split):
+        """Windows (the model's rows) of the split's questions."""
         return len(self.windows(split)["input_word_ids"])
-
-    def global_batch_size(self, split):
-        return self.task_config.global_batch_size
-
-    def steps_per_epoch(self):
-        return math.ceil(self.num_windows("train") / self.global_batch_size("train"))
-
-    def train_steps(self):
-        return self.config.trainer.train_steps or self.task_config.epochs * self.steps_per_epoch()
-
-    def steps_per_loop(self):
-        return self.config.trainer.steps_per_loop or self.steps_per_epoch()
 
     def describe_inputs(self, split):
         path, articles = self._source(split)
@@ -228,7 +201,7 @@ class QuestionAnsweringTask(base.Task):
             "source": path,
             "articles": _describe(articles),
             "questions": len(self.data(split)),
-            "windows": self.num_windows(split),
+            "windows": self.num_examples(split),
         }
 
     def build_inputs(self, split, input_context=None):

@@ -21,7 +21,6 @@ more columns; quotes are text).
 import csv
 import dataclasses
 import functools
-import math
 import os
 from typing import Annotated
 
@@ -32,9 +31,9 @@ import tensorflow as tf
 from tfplm import metrics as metrics_lib
 from tfplm.config import ConfigError, Range
 from tfplm.data import pipeline, text_files
-from tfplm.models import BertEncoder, BertSimilarity, pretrained
+from tfplm.models import BertEncoder, BertSimilarity
 from tfplm.tasks import base, embedding
-from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
+from tfplm.tokenizers import BertPreprocessor
 from tfplm.training.optimization import OptimizerConfig
 
 SPLIT_FILES = {"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"}
@@ -75,7 +74,7 @@ class StsConfig:
     epochs: Annotated[int, Range(min=1)] = 4
 
 
-class StsTask(base.Task):
+class StsTask(base.EncoderTask):
     """Sentence-pair similarity on a `BertSimilarity`, STS Benchmark's files and metric."""
 
     def __init__(self, config):
@@ -102,35 +101,13 @@ class StsTask(base.Task):
     def num_examples(self, split):
         return len(self.examples(split))
 
-    def global_batch_size(self, split):
-        return self.task_config.global_batch_size
-
-    def steps_per_epoch(self):
-        return math.ceil(self.num_examples("train") / self.global_batch_size("train"))
-
-    def train_steps(self):
-        return self.config.trainer.train_steps or self.task_config.epochs * self.steps_per_epoch()
-
-    def steps_per_loop(self):
-        return self.config.trainer.steps_per_loop or self.steps_per_epoch()
-
     def describe_inputs(self, split):
         return {"split": split, "source": self._file(split), "examples": self.num_examples(split)}
 
     @functools.cached_property
-    def _checkpoint(self):
-        return pretrained.read_checkpoint(self.task_config.init_checkpoint, family="bert")
-
-    @functools.cached_property
     def preprocessor(self):
         """The single-text `BertPreprocessor` (each sentence is packed alone)."""
-        c = self.task_config
-        tokenizer = self._checkpoint.tokenizer if c.init_checkpoint else None
-        if tokenizer is None:
-            if not c.vocab_file:
-                raise ValueError("set task.init_checkpoint (an encoder) or task.vocab_file (a random preset)")
-            tokenizer = WordPieceTokenizer(c.vocab_file, c.lowercase)
-        return BertPreprocessor(tokenizer, c.seq_length)
+        return BertPreprocessor(self.tokenizer, self.task_config.seq_length)
 
     def build_inputs(self, split, input_context=None):
         """Batches of ({encoder inputs of the first sentences, the same `_b` for

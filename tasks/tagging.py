@@ -41,10 +41,10 @@ from absl import logging
 from tfplm import publish
 from tfplm.config import ConfigError, Range
 from tfplm.data import conll, pipeline
-from tfplm.models import BertEncoder, BertTokenClassifier, pretrained
+from tfplm.models import BertEncoder, BertTokenClassifier
 from tfplm.models.base import ENCODER_INPUTS
 from tfplm.tasks import base, serving
-from tfplm.tokenizers import BertPreprocessor, WordPieceTokenizer
+from tfplm.tokenizers import BertPreprocessor
 from tfplm.tokenizers.wordpiece import pack_segments
 from tfplm.training.optimization import OptimizerConfig
 
@@ -100,7 +100,7 @@ class TaggingConfig:
 PREDICT_BATCH_SIZE = 64
 
 
-class TaggingTask(base.Task):
+class TaggingTask(base.EncoderTask):
     """Token tagging on a `BertTokenClassifier` (see the module docstring)."""
 
     def __init__(self, config):
@@ -147,25 +147,9 @@ class TaggingTask(base.Task):
         return conll.label_names(self.tagged("train"))
 
     @functools.cached_property
-    def _checkpoint(self):
-        return pretrained.read_checkpoint(self.task_config.init_checkpoint, family="bert")
-
-    @functools.cached_property
     def preprocessor(self):
-        """The `BertPreprocessor` of the model: `init_checkpoint`'s tokenizer, or `vocab_file`'s."""
-        c = self.task_config
-        tokenizer = self._checkpoint.tokenizer if c.init_checkpoint else None
-        if tokenizer is None:
-            if not c.vocab_file:
-                raise ConfigError(
-                    f"task.init_checkpoint {c.init_checkpoint!r} has no vocabulary files; set task.vocab_file"
-                    if c.init_checkpoint
-                    else "set task.init_checkpoint (pretrained weights) or task.vocab_file (random preset)"
-                )
-            tokenizer = WordPieceTokenizer(c.vocab_file, c.lowercase)
-            if c.init_checkpoint:
-                base.check_vocabulary_fits(tokenizer, self._checkpoint, f"task.vocab_file {c.vocab_file!r}")
-        return BertPreprocessor(tokenizer, c.seq_length)
+        """The `BertPreprocessor` of the model (`tokenizer`: init_checkpoint's or vocab_file's)."""
+        return BertPreprocessor(self.tokenizer, self.task_config.seq_length)
 
     def encoded(self, split, preprocessor=None):
         """The split's words as windows of pieces (`conll.EncodedFile`), labelled unless "test"."""
@@ -182,18 +166,6 @@ class TaggingTask(base.Task):
 
     def num_examples(self, split):
         return len(self.encoded(split).piece_ids)
-
-    def global_batch_size(self, split):
-        return self.task_config.global_batch_size
-
-    def steps_per_epoch(self):
-        return math.ceil(self.num_examples("train") / self.global_batch_size("train"))
-
-    def train_steps(self):
-        return self.config.trainer.train_steps or self.task_config.epochs * self.steps_per_epoch()
-
-    def steps_per_loop(self):
-        return self.config.trainer.steps_per_loop or self.steps_per_epoch()
 
     def describe_inputs(self, split):
         encoded = self.encoded(split)
