@@ -293,6 +293,20 @@ class EncoderTask(Task):
         return self.config.trainer.steps_per_loop or self.steps_per_epoch()
 
 
+def fine_tuning_experiment(task_config, learning_rate):
+    """The `ExperimentConfig` of an `EncoderTask`: BERT's fine-tuning schedule (AdamW
+    at `learning_rate`, 10% warmup, linear decay) over `task.epochs` epochs, one
+    loop (validation, checkpoint) per epoch."""
+    return ExperimentConfig(
+        task=task_config,
+        trainer=TrainerConfig(
+            train_steps=0,  # 0: `task.epochs` epochs
+            steps_per_loop=0,  # 0: one epoch per loop
+            optimizer=OptimizerConfig(learning_rate=learning_rate, warmup_fraction=0.1),
+        ),
+    )
+
+
 def check_vocabulary_fits(tokenizer, checkpoint, source):
     """Fails if `tokenizer` has ids beyond the embeddings of `checkpoint` (a
     vocab file that is not the checkpoint's)."""

@@ -32,7 +32,6 @@ from tfplm.data import pipeline, text_files
 from tfplm.models import BertClassifier, BertEncoder
 from tfplm.tasks import base, serving
 from tfplm.tokenizers import BertPreprocessor
-from tfplm.training.optimization import OptimizerConfig
 
 
 @dataclasses.dataclass
@@ -384,14 +383,7 @@ def glue_experiment(task_name):
     """BERT's fine-tuning recipe: AdamW 3e-5, 10% warmup, linear decay, batch 32, 3 epochs."""
 
     def make():
-        return base.ExperimentConfig(
-            task=GlueConfig(task_name=task_name),
-            trainer=base.TrainerConfig(
-                train_steps=0,  # 0: `epochs` over the training set
-                steps_per_loop=0,  # 0: one epoch per loop
-                optimizer=OptimizerConfig(learning_rate=3e-5, warmup_fraction=0.1),
-            ),
-        )
+        return base.fine_tuning_experiment(GlueConfig(task_name=task_name), learning_rate=3e-5)
 
     return make
 

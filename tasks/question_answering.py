@@ -40,7 +40,6 @@ from tfplm.data import pipeline, squad
 from tfplm.models import BertEncoder, BertSpanLabeler
 from tfplm.tasks import base, serving
 from tfplm.tokenizers import BertPreprocessor
-from tfplm.training.optimization import OptimizerConfig
 
 
 @dataclasses.dataclass
@@ -504,14 +503,7 @@ def squad_experiment(version_2=False):
     suits small encoders such as MiniLM better than BERT-base's 3e-5."""
 
     def make():
-        return base.ExperimentConfig(
-            task=SquadConfig(version_2_with_negative=version_2),
-            trainer=base.TrainerConfig(
-                train_steps=0,  # 0: `epochs` over the training windows
-                steps_per_loop=0,  # 0: one epoch per loop
-                optimizer=OptimizerConfig(learning_rate=5e-5, warmup_fraction=0.1),
-            ),
-        )
+        return base.fine_tuning_experiment(SquadConfig(version_2_with_negative=version_2), learning_rate=5e-5)
 
     return make
 

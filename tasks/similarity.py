@@ -34,7 +34,6 @@ from tfplm.data import pipeline, text_files
 from tfplm.models import BertEncoder, BertSimilarity
 from tfplm.tasks import base, embedding
 from tfplm.tokenizers import BertPreprocessor
-from tfplm.training.optimization import OptimizerConfig
 
 SPLIT_FILES = {"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"}
 MAX_SCORE = 5.0
@@ -176,14 +175,7 @@ class StsTask(base.EncoderTask):
 
 def sts_experiment():
     """sentence-transformers' STS Benchmark recipe: batch 16, 4 epochs, AdamW 2e-5, 10% warmup."""
-    return base.ExperimentConfig(
-        task=StsConfig(),
-        trainer=base.TrainerConfig(
-            train_steps=0,
-            steps_per_loop=0,
-            optimizer=OptimizerConfig(learning_rate=2e-5, warmup_fraction=0.1),
-        ),
-    )
+    return base.fine_tuning_experiment(StsConfig(), learning_rate=2e-5)
 
 
 TASK_TYPE = base.TaskType(

@@ -46,7 +46,6 @@ from tfplm.models.base import ENCODER_INPUTS
 from tfplm.tasks import base, serving
 from tfplm.tokenizers import BertPreprocessor
 from tfplm.tokenizers.wordpiece import pack_segments
-from tfplm.training.optimization import OptimizerConfig
 
 SEPARATORS = {"": "", "whitespace": "", "tab": "\t", "\\t": "\t", "space": " "}
 
@@ -472,14 +471,7 @@ def _experiment(**files):
     """BERT's CoNLL-2003 fine-tuning recipe: AdamW 5e-5, 10% warmup, linear decay, batch 32, 3 epochs."""
 
     def make():
-        return base.ExperimentConfig(
-            task=TaggingConfig(**files),
-            trainer=base.TrainerConfig(
-                train_steps=0,  # 0: `epochs` over the training set
-                steps_per_loop=0,  # 0: one epoch per loop
-                optimizer=OptimizerConfig(learning_rate=5e-5, warmup_fraction=0.1),
-            ),
-        )
+        return base.fine_tuning_experiment(TaggingConfig(**files), learning_rate=5e-5)
 
     return make
 
