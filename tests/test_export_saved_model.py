@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -214,9 +215,16 @@ def test_a_model_without_tokenizer_is_refused_with_the_fix(tmp_path):
     encoder = models.BertEncoder.from_preset("bert_tiny", vocab_size=50)
     with pytest.raises(ValueError, match="no tokenizer.*from_pretrained"):
         export.saved_model(encoder, tmp_path)
-    seq2seq = models.Seq2SeqTransformer.from_preset("transformer_base", vocab_size=50, num_layers=1)
-    with pytest.raises(ValueError, match="no task type serves a Seq2SeqTransformer"):
+    seq2seq = models.Seq2SeqTransformer.from_preset("transformer_tiny", vocab_size=50)
+    with pytest.raises(ValueError, match="no tokenizer.*from_pretrained"):
         export.saved_model(seq2seq, tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_model_no_task_type_serves_is_refused_with_the_served_classes(tmp_path):
+    unserved = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="no task type serves a Sequential; registered models: .*BertClassifier"):
+        export.saved_model(unserved, tmp_path)
     assert os.listdir(tmp_path) == []
 
 
