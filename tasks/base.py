@@ -31,7 +31,7 @@ from absl import logging
 
 from tfplm import publish
 from tfplm.config import ConfigError, Range
-from tfplm.models import pretrained
+from tfplm.models import BertEncoder, pretrained
 from tfplm.tokenizers import WordPieceTokenizer
 from tfplm.training.optimization import OptimizerConfig, build_optimizer
 from tfplm.training.trainer import BEST_DIR
@@ -279,6 +279,13 @@ class EncoderTask(Task):
             if c.init_checkpoint:
                 check_vocabulary_fits(tokenizer, self._checkpoint, f"task.vocab_file {c.vocab_file!r}")
         return tokenizer
+
+    def build_encoder(self, **overrides):
+        """`task.init_checkpoint`'s `BertEncoder`, or a random `task.preset` one for `tokenizer`."""
+        c = self.task_config
+        if c.init_checkpoint:
+            return BertEncoder.from_pretrained(self._checkpoint, **overrides)
+        return BertEncoder.from_preset(c.preset, vocab_size=self.tokenizer.vocabulary_size(), **overrides)
 
     def global_batch_size(self, split):
         return self.task_config.global_batch_size

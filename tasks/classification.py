@@ -29,7 +29,7 @@ from tfplm.config import Range
 from tfplm import metrics as metrics_lib
 from tfplm.data import glue as glue_data
 from tfplm.data import pipeline, text_files
-from tfplm.models import BertClassifier, BertEncoder
+from tfplm.models import BertClassifier
 from tfplm.tasks import base, serving
 from tfplm.tokenizers import BertPreprocessor
 
@@ -245,10 +245,7 @@ class ClassificationTask(base.EncoderTask):
 
     def build_model(self):
         c = self.task_config
-        if c.init_checkpoint:
-            encoder = BertEncoder.from_pretrained(self._checkpoint)
-        else:
-            encoder = BertEncoder.from_preset(c.preset, vocab_size=self.preprocessor.tokenizer.vocabulary_size())
+        encoder = self.build_encoder()
         return BertClassifier(
             encoder, self.num_classes, c.dropout, preprocessor=self.preprocessor, label_names=self.label_names
         )

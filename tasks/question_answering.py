@@ -37,7 +37,7 @@ from absl import logging
 from tfplm import publish
 from tfplm.config import ConfigError, Range
 from tfplm.data import pipeline, squad
-from tfplm.models import BertEncoder, BertSpanLabeler
+from tfplm.models import BertSpanLabeler
 from tfplm.tasks import base, serving
 from tfplm.tokenizers import BertPreprocessor
 
@@ -242,10 +242,7 @@ class QuestionAnsweringTask(base.EncoderTask):
 
     def build_model(self):
         c = self.task_config
-        if c.init_checkpoint:
-            encoder = BertEncoder.from_pretrained(self._checkpoint)
-        else:
-            encoder = BertEncoder.from_preset(c.preset, vocab_size=self.preprocessor.tokenizer.vocabulary_size())
+        encoder = self.build_encoder()
         return BertSpanLabeler(
             encoder,
             preprocessor=self.preprocessor,

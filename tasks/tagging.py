@@ -41,7 +41,7 @@ from absl import logging
 from tfplm import publish
 from tfplm.config import ConfigError, Range
 from tfplm.data import conll, pipeline
-from tfplm.models import BertEncoder, BertTokenClassifier
+from tfplm.models import BertTokenClassifier
 from tfplm.models.base import ENCODER_INPUTS
 from tfplm.tasks import base, serving
 from tfplm.tokenizers import BertPreprocessor
@@ -232,10 +232,7 @@ class TaggingTask(base.EncoderTask):
 
     def build_model(self):
         c = self.task_config
-        if c.init_checkpoint:
-            encoder = BertEncoder.from_pretrained(self._checkpoint)
-        else:
-            encoder = BertEncoder.from_preset(c.preset, vocab_size=self.preprocessor.tokenizer.vocabulary_size())
+        encoder = self.build_encoder()
         return BertTokenClassifier(
             encoder, len(self.label_names), c.dropout, preprocessor=self.preprocessor, label_names=self.label_names
         )
