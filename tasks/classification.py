@@ -224,6 +224,10 @@ class ClassificationTask(base.EncoderTask):
         """The `BertPreprocessor` that tokenizes the inputs (`tokenizer`); the model carries it."""
         return BertPreprocessor(self.tokenizer, self.task_config.seq_length, pair=self.is_pair)
 
+    def split_preprocessor(self, split):
+        """The preprocessor of `split`'s batches: `preprocessor` (a hook for distillation)."""
+        return self.preprocessor
+
     def build_inputs(self, split, input_context=None):
         """Batches of (encoder inputs, label), tokenized by `preprocessor`.
 
@@ -233,7 +237,7 @@ class ClassificationTask(base.EncoderTask):
         """
         return pipeline.text_dataset(
             self._raw_dataset(split),
-            preprocessor=self.preprocessor,
+            preprocessor=self.split_preprocessor(split),
             batch_size=pipeline.per_replica_batch_size(self.global_batch_size(split), input_context),
             training=split == "train",
             pad_to_seq_length=self.task_config.pad_to_seq_length,

@@ -19,8 +19,14 @@ The student is a `BertClassifier` with the teacher's tokenizer: a random
 `preset` (optionally starting from the teacher's embeddings projected on
 their principal components), the teacher cut to `student_layers` blocks
 (DistilBERT's initialisation), or a pretrained folder (`init_checkpoint`)
-with the teacher's vocabulary. `model_dir/best` holds the student alone,
-ready for `--mode=predict` and `tools/export.py`.
+with the teacher's vocabulary. With `trim_vocabulary`, the student keeps
+only the teacher's tokens that its training data uses, the special tokens
+and every single-character piece (so any text still tokenizes): on the
+training data its tokenization is the teacher's, token for token, so
+training feeds it the teacher's ids mapped to its own; its word embeddings
+(most of a small student's size) shrink to those rows. `model_dir/best`
+holds the student alone, with its own tokenizer, ready for
+`--mode=predict` and `tools/export.py`.
 
     task = tfplm.tasks.get("distill/sst2", overrides="task.glue_dir=...,task.teacher=runs/sst2/best")
     distiller = task.build_model()
@@ -35,12 +41,13 @@ from typing import Annotated
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfplm.config import ConfigError, Range
 from tfplm.layers.dense import Dense
 from tfplm.models import BertClassifier, BertEncoder, pretrained
 from tfplm.tasks import base, classification
-from tfplm.tokenizers import BertPreprocessor
+from tfplm.tokenizers import SPECIAL_TOKENS, BertPreprocessor, WordPieceTokenizer
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
@@ -59,6 +66,9 @@ class Distiller(keras.Model):
         alpha: weight of the loss on the labels; 1 - alpha goes to the teacher's outputs.
         temperature: softmax temperature of the teacher/student comparison.
         hidden_weight: weight of the hidden-state loss; 0 = none (and no projection).
+        token_map: for a student with a smaller vocabulary (see `keep_tokens`),
+            the student's id of each teacher id: training inputs are the
+            teacher's ids; the student reads them mapped. None: the same ids.
 
     Example:
     >>> teacher = BertClassifier.from_preset("bert_tiny", 2, vocab_size=100)
@@ -69,7 +79,7 @@ class Distiller(keras.Model):
     (1, 2)
     """
 
-    def __init__(self, student, teacher, alpha=0.5, temperature=2.0, hidden_weight=0.0, **kwargs):
+    def __init__(self, student, teacher, alpha=0.5, temperature=2.0, hidden_weight=0.0, token_map=None, **kwargs):
         super().__init__(**kwargs)
         if student.num_classes != teacher.num_classes:
             raise ValueError(f"a {student.num_classes}-class student cannot learn a {teacher.num_classes}-class teacher")
@@ -84,6 +94,11 @@ class Distiller(keras.Model):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.hidden_weight = float(hidden_weight)
+        self.token_map = None if token_map is None else np.asarray(token_map, np.int32)
+        if self.token_map is not None and len(self.token_map) != teacher.encoder.vocab_size:
+            raise ValueError(
+                f"token_map has {len(self.token_map)} entries; the teacher's vocabulary has {teacher.encoder.vocab_size}"
+            )
         self.projection = None
         if self.hidden_weight:
             self.projection = Dense(teacher.encoder.hidden_size, dtype=student.dtype_policy, name="hidden_projection")
@@ -116,7 +131,10 @@ class Distiller(keras.Model):
         if not training:
             return self.student(inputs, training=False)
         # The student's forward pass as BertClassifier defines it, keeping its blocks' outputs.
-        encoded = self.student.encoder(inputs, training=True)
+        student_inputs = inputs
+        if self.token_map is not None:
+            student_inputs = {**inputs, "input_word_ids": keras.ops.take(self.token_map, inputs["input_word_ids"])}
+        encoded = self.student.encoder(student_inputs, training=True)
         logits = self.student.head(encoded["pooled_output"], training=True)
         teacher_encoded = self.teacher.encoder(inputs, training=False)
         teacher_logits = keras.ops.stop_gradient(self.teacher.head(teacher_encoded["pooled_output"], training=False))
@@ -166,6 +184,7 @@ class Distiller(keras.Model):
             "alpha": self.alpha,
             "temperature": self.temperature,
             "hidden_weight": self.hidden_weight,
+            "token_map": None if self.token_map is None else self.token_map.tolist(),
         }
 
     @classmethod
@@ -191,6 +210,9 @@ class DistillationConfig(classification.GlueConfig):
     embeddings_from_teacher: a preset student's word, position and type
         embeddings start as the teacher's, projected on the principal
         components of its word embeddings (as many as the preset's width).
+    trim_vocabulary: the student's vocabulary is the teacher's tokens its
+        training data uses, the special tokens and the single-character
+        pieces (see the module docstring): a smaller file for the edge.
     alpha: weight of the loss on the labels (1 - alpha: on the teacher's outputs).
     temperature: softmax temperature of the distillation term.
     hidden_weight: weight of the hidden-state loss (0 = none).
@@ -199,6 +221,7 @@ class DistillationConfig(classification.GlueConfig):
     teacher: str = ""
     student_layers: Annotated[int, Range(min=0)] = 0
     embeddings_from_teacher: bool = False
+    trim_vocabulary: bool = False
     alpha: Annotated[float, Range(min=0, max=1)] = 0.5
     temperature: Annotated[float, Range(min=1e-3)] = 2.0
     hidden_weight: Annotated[float, Range(min=0)] = 0.0
@@ -225,8 +248,39 @@ class DistillationTask(classification.ClassificationTask):
 
     @functools.cached_property
     def preprocessor(self):
-        """The teacher's tokenizer, packed at `task.seq_length`: both models read the same inputs."""
+        """The teacher's tokenizer, packed at `task.seq_length`: training batches for both models."""
         return BertPreprocessor(self._teacher_checkpoint.tokenizer, self.task_config.seq_length, pair=self.is_pair)
+
+    @functools.cached_property
+    def kept_token_ids(self):
+        """The teacher ids the student's vocabulary keeps, ascending; None: all of them."""
+        if not self.task_config.trim_vocabulary:
+            return None
+        tokenizer = self.preprocessor.tokenizer
+        used = set()
+        for features, _ in self._raw_dataset("train").batch(4096):
+            for name in ("text", "text_b"):
+                if name in features:
+                    used.update(np.unique(tokenizer.tokenize(features[name]).flat_values.numpy()).tolist())
+        for token_id, token in enumerate(tokenizer.get_vocabulary()):
+            if token in SPECIAL_TOKENS or len(token.removeprefix("##")) == 1:
+                used.add(token_id)
+        return sorted(used)
+
+    @functools.cached_property
+    def student_preprocessor(self):
+        """The student's tokenizer (the teacher's, or its kept tokens), packed at `task.seq_length`."""
+        if self.kept_token_ids is None:
+            return self.preprocessor
+        teacher = self.preprocessor.tokenizer
+        vocabulary = teacher.get_vocabulary()
+        tokenizer = WordPieceTokenizer([vocabulary[i] for i in self.kept_token_ids], lowercase=teacher.lowercase)
+        return BertPreprocessor(tokenizer, self.task_config.seq_length, pair=self.is_pair)
+
+    def split_preprocessor(self, split):
+        """Training batches are the teacher's ids (the `Distiller` maps them to the
+        student's); evaluation batches are the student's own, as it is served."""
+        return self.preprocessor if split == "train" else self.student_preprocessor
 
     def build_teacher(self):
         """The frozen teacher `BertClassifier`, without preprocessing: the student's feeds both."""
@@ -252,14 +306,36 @@ class DistillationTask(classification.ClassificationTask):
             encoder = BertEncoder.from_preset(c.preset, vocab_size=vocabulary_size, max_length=teacher.encoder.max_length)
             if c.embeddings_from_teacher:
                 project_embeddings(teacher.encoder, encoder)
+        if self.kept_token_ids is not None:
+            encoder = keep_tokens(encoder, self.kept_token_ids)
         return BertClassifier(
-            encoder, self.num_classes, c.dropout, preprocessor=self.preprocessor, label_names=self.label_names
+            encoder, self.num_classes, c.dropout, preprocessor=self.student_preprocessor, label_names=self.label_names
         )
 
     def build_model(self):
         c = self.task_config
         teacher = self.build_teacher()
-        return Distiller(self.build_student(teacher), teacher, c.alpha, c.temperature, c.hidden_weight)
+        token_map = None
+        if self.kept_token_ids is not None:
+            token_map = np.full(teacher.encoder.vocab_size, self.student_preprocessor.tokenizer.unk_token_id, np.int32)
+            token_map[self.kept_token_ids] = np.arange(len(self.kept_token_ids))
+        return Distiller(self.build_student(teacher), teacher, c.alpha, c.temperature, c.hidden_weight, token_map)
+
+
+def _encoder_like(encoder, **changes):
+    """A new `BertEncoder` configured as `encoder` but for `changes`, without preprocessing."""
+    config = {**encoder.get_config(), **changes, "preprocessor": None}
+    config.pop("name", None)
+    return BertEncoder(**config)
+
+
+def keep_tokens(encoder, token_ids):
+    """A copy of `encoder` whose vocabulary is its rows `token_ids`, in that order."""
+    student = _encoder_like(encoder, vocab_size=len(token_ids))
+    for source, target in zip(encoder.weights, student.weights):
+        value = source.numpy()
+        target.assign(value[token_ids] if source.path.endswith("token_embedding/embeddings") else value)
+    return student
 
 
 def slice_encoder(encoder, num_layers):
@@ -267,9 +343,7 @@ def slice_encoder(encoder, num_layers):
     included), its embeddings and pooler (DistilBERT's student initialisation)."""
     if not 1 <= num_layers <= encoder.num_layers:
         raise ConfigError(f"task.student_layers={num_layers}; the teacher has {encoder.num_layers} blocks")
-    config = {**encoder.get_config(), "num_layers": num_layers, "preprocessor": None}
-    config.pop("name", None)
-    student = BertEncoder(**config)
+    student = _encoder_like(encoder, num_layers=num_layers)
     keep = [round((i + 1) * encoder.num_layers / num_layers) - 1 for i in range(num_layers)]
     student.embedding.set_weights(encoder.embedding.get_weights())
     student.pooler.set_weights(encoder.pooler.get_weights())
