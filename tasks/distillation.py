@@ -19,14 +19,16 @@ The student is a `BertClassifier` with the teacher's tokenizer: a random
 `preset` (optionally starting from the teacher's embeddings projected on
 their principal components), the teacher cut to `student_layers` blocks
 (DistilBERT's initialisation), or a pretrained folder (`init_checkpoint`)
-with the teacher's vocabulary. With `trim_vocabulary`, the student keeps
-only the teacher's tokens that its training data uses, the special tokens
-and every single-character piece (so any text still tokenizes): on the
-training data its tokenization is the teacher's, token for token, so
-training feeds it the teacher's ids mapped to its own; its word embeddings
-(most of a small student's size) shrink to those rows. `model_dir/best`
-holds the student alone, with its own tokenizer, ready for
-`--mode=predict` and `tools/export.py`.
+with the teacher's vocabulary. With `student_vocabulary_size`, the student
+keeps part of the teacher's vocabulary: every token its training data uses,
+the special tokens and every single-character piece (so any text still
+tokenizes), then the teacher's other tokens in vocabulary order (WordPiece
+vocabularies list pieces by frequency) up to that size. On the training
+data its tokenization is then the teacher's, token for token, so training
+feeds it the teacher's ids mapped to its own; its word embeddings (most of
+a small student's size) shrink to those rows. `model_dir/best` holds the
+student alone, with its own tokenizer, ready for `--mode=predict` and
+`tools/export.py`.
 
     task = tfplm.tasks.get("distill/sst2", overrides="task.glue_dir=...,task.teacher=runs/sst2/best")
     distiller = task.build_model()
@@ -37,6 +39,7 @@ holds the student alone, with its own tokenizer, ready for
 
 import dataclasses
 import functools
+import itertools
 from typing import Annotated
 
 import keras
@@ -210,9 +213,9 @@ class DistillationConfig(classification.GlueConfig):
     embeddings_from_teacher: a preset student's word, position and type
         embeddings start as the teacher's, projected on the principal
         components of its word embeddings (as many as the preset's width).
-    trim_vocabulary: the student's vocabulary is the teacher's tokens its
-        training data uses, the special tokens and the single-character
-        pieces (see the module docstring): a smaller file for the edge.
+    student_vocabulary_size: 0: the teacher's vocabulary. N: N of the
+        teacher's tokens, those the training data needs first (see the
+        module docstring): a smaller file for the edge.
     alpha: weight of the loss on the labels (1 - alpha: on the teacher's outputs).
     temperature: softmax temperature of the distillation term.
     hidden_weight: weight of the hidden-state loss (0 = none).
@@ -221,7 +224,7 @@ class DistillationConfig(classification.GlueConfig):
     teacher: str = ""
     student_layers: Annotated[int, Range(min=0)] = 0
     embeddings_from_teacher: bool = False
-    trim_vocabulary: bool = False
+    student_vocabulary_size: Annotated[int, Range(min=0)] = 0
     alpha: Annotated[float, Range(min=0, max=1)] = 0.5
     temperature: Annotated[float, Range(min=1e-3)] = 2.0
     hidden_weight: Annotated[float, Range(min=0)] = 0.0
@@ -254,18 +257,24 @@ class DistillationTask(classification.ClassificationTask):
     @functools.cached_property
     def kept_token_ids(self):
         """The teacher ids the student's vocabulary keeps, ascending; None: all of them."""
-        if not self.task_config.trim_vocabulary:
-            return None
+        size = self.task_config.student_vocabulary_size
         tokenizer = self.preprocessor.tokenizer
-        used = set()
+        if not size or size >= tokenizer.vocabulary_size():
+            return None
+        needed = set()
         for features, _ in self._raw_dataset("train").batch(4096):
             for name in ("text", "text_b"):
                 if name in features:
-                    used.update(np.unique(tokenizer.tokenize(features[name]).flat_values.numpy()).tolist())
-        for token_id, token in enumerate(tokenizer.get_vocabulary()):
-            if token in SPECIAL_TOKENS or len(token.removeprefix("##")) == 1:
-                used.add(token_id)
-        return sorted(used)
+                    needed.update(np.unique(tokenizer.tokenize(features[name]).flat_values.numpy()).tolist())
+        vocabulary = tokenizer.get_vocabulary()
+        needed.update(i for i, token in enumerate(vocabulary) if token in SPECIAL_TOKENS or len(token.removeprefix("##")) == 1)
+        if len(needed) > size:
+            raise ConfigError(
+                f"task.student_vocabulary_size={size}, but the training data, special tokens and single characters "
+                f"need {len(needed)} of the teacher's tokens; set at least {len(needed)} (or 0: the whole vocabulary)"
+            )
+        others = (i for i in range(len(vocabulary)) if i not in needed)
+        return sorted(needed | set(itertools.islice(others, size - len(needed))))
 
     @functools.cached_property
     def student_preprocessor(self):

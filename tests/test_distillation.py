@@ -139,15 +139,21 @@ def test_projected_embeddings_are_the_teachers_principal_components():
         project_embeddings(teacher, wide)
 
 
-def test_a_trimmed_vocabulary_tokenizes_the_training_data_as_the_teacher():
-    task = tasks.get("distill/sst2", overrides=f"{TINY},task.trim_vocabulary=true")
+def test_a_smaller_student_vocabulary_tokenizes_the_training_data_as_the_teacher():
+    task = tasks.get("distill/sst2", overrides=f"{TINY},task.student_vocabulary_size=760")
     distiller = task.build_model()
     teacher_vocabulary = task.preprocessor.tokenizer.get_vocabulary()
     student_vocabulary = distiller.student.tokenizer.get_vocabulary()
+    assert len(student_vocabulary) == 760 < len(teacher_vocabulary)
     assert student_vocabulary == [teacher_vocabulary[i] for i in task.kept_token_ids]
-    assert len(student_vocabulary) < len(teacher_vocabulary)
     singles = [t for t in teacher_vocabulary if t in SPECIAL_TOKENS or len(t.removeprefix("##")) == 1]
     assert set(singles) <= set(student_vocabulary)
+    # What the data needs, then the teacher's first other tokens.
+    texts = tf.constant(task.examples("train").texts)
+    needed = set(task.preprocessor.tokenizer.tokenize(texts).flat_values.numpy().tolist())
+    needed |= {teacher_vocabulary.index(t) for t in singles}
+    others = [i for i in range(len(teacher_vocabulary)) if i not in needed]
+    assert task.kept_token_ids == sorted(needed | set(others[: 760 - len(needed)]))
     texts = tf.constant(task.examples("train").texts)
     teacher_ids = task.preprocessor.tokenizer.tokenize(texts)
     student_ids = distiller.student.tokenizer.tokenize(texts)
@@ -156,6 +162,12 @@ def test_a_trimmed_vocabulary_tokenizes_the_training_data_as_the_teacher():
     # Evaluation batches are the student's own tokenization, training batches the teacher's.
     assert task.split_preprocessor("validation") is distiller.student.preprocessor
     assert task.split_preprocessor("train") is task.preprocessor
+
+
+def test_a_student_vocabulary_smaller_than_the_data_needs_is_refused_with_the_size_it_needs():
+    task = tasks.get("distill/sst2", overrides=f"{TINY},task.student_vocabulary_size=100")
+    with pytest.raises(ConfigError, match=r"task.student_vocabulary_size=100, but .* need \d+ of the teacher's tokens; set at least"):
+        task.build_model()
 
 
 def test_a_student_keeping_some_tokens_reads_them_as_the_full_one_and_the_distiller_maps_them():
@@ -205,7 +217,7 @@ def test_distilling_the_tiny_teacher_end_to_end(tmp_path):
     the teacher; best/ holds the student alone; the report tool compares them."""
     task = tasks.get(
         "distill/sst2",
-        overrides=f"{TINY},task.student_layers=1,task.trim_vocabulary=true,task.alpha=0.0,trainer.train_steps=150,"
+        overrides=f"{TINY},task.student_layers=1,task.student_vocabulary_size=750,task.alpha=0.0,trainer.train_steps=150,"
         "trainer.steps_per_loop=150,trainer.optimizer.learning_rate=3e-3",
     )
     untrained = task.build_model()
