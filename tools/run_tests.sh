@@ -84,7 +84,9 @@ for name in ("tfplm", "tfplm.models", "tfplm.tasks", "tfplm.export"):
     assert origin.startswith(copy + os.sep), f"{name} resolves outside the copy {copy}: {origin}"
 assert repo not in sys.path, f"{repo} on sys.path: {sys.path}"
 EOF
-run_in_copy -m pytest -n "$WORKERS" "${TESTS[@]}"
+# worksteal: a worker that runs out of tests takes queued ones from the other (the slow
+# files would otherwise end the run on one worker); --durations: where the time goes.
+run_in_copy -m pytest -n "$WORKERS" --dist worksteal --durations=25 "${TESTS[@]}"
 
 echo "== 2/2: the full_data tests in place: $REPO"
 cd "$REPO"
