@@ -60,6 +60,11 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default).")
     parser.add_argument("--float32", action="store_true", help="Train in float32 instead of bfloat16 autocast.")
+    parser.add_argument(
+        "--mask_padding", action="store_true",
+        help="Give padding positions -1e9 logits before the loss, as tfplm's BertSpanLabeler (and keras-hub's, "
+        "Model Garden's) heads do; BertForQuestionAnswering scores them like tokens.",
+    )
     parser.add_argument("--limit", type=int, default=0, help="Use only this many questions of each split (smoke tests).")
     return parser.parse_args(argv)
 
@@ -196,6 +201,19 @@ def collate(torch, windows, indices, labels=True):
     return batch
 
 
+def masked_loss(torch, model, batch):
+    """BertForQuestionAnswering's loss (the mean of the start and end cross-entropies)
+    with padding positions' logits at -1e9."""
+    labels = {name: batch.pop(name) for name in ("start_positions", "end_positions")}
+    outputs = model(**batch)
+    padding = batch["attention_mask"] == 0
+    losses = [
+        torch.nn.functional.cross_entropy(logits.float().masked_fill(padding, -1e9), labels[name])
+        for logits, name in ((outputs.start_logits, "start_positions"), (outputs.end_logits, "end_positions"))
+    ]
+    return (losses[0] + losses[1]) / 2
+
+
 def main(argv):
     args = parse_args(argv)
     import torch
@@ -246,8 +264,12 @@ def main(argv):
         for indices in batches(train_windows, args.batch_size, rng, args.max_seq_length):
             if step >= total_steps:
                 break
+            batch = collate(torch, train_windows, indices)
             with autocast:
-                loss = model(**collate(torch, train_windows, indices)).loss
+                if args.mask_padding:
+                    loss = masked_loss(torch, model, batch)
+                else:
+                    loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -283,6 +305,7 @@ def main(argv):
         "train_windows": len(train_windows),
         "eval_windows": len(eval_windows),
         "precision": "float32" if args.float32 else "bfloat16 autocast",
+        "padding": "masked" if args.mask_padding else "scored",
         "args": vars(args),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
