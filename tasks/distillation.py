@@ -44,7 +44,6 @@ from typing import Annotated
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfplm.config import ConfigError, Range
 from tfplm.layers.dense import Dense
