@@ -13,7 +13,10 @@ al., 2020): `hidden_weight` x the mean squared error between each student
 block's output, mapped to the teacher's width by a learned projection, and
 the teacher block it stands for (uniformly spaced), over non-padding tokens.
 Teacher outputs are computed on the fly in each training step: no stored
-dataset.
+dataset. With `augment`, each training batch also carries a copy of its
+sentences with words swapped for their nearest words in the teacher's
+embedding space (TinyBERT's data augmentation): the copies learn from the
+teacher's outputs alone.
 
 The student is a `BertClassifier` with the teacher's tokenizer: a random
 `preset` (optionally starting from the teacher's embeddings projected on
@@ -44,12 +47,15 @@ from typing import Annotated
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfplm.config import ConfigError, Range
 from tfplm.layers.dense import Dense
 from tfplm.models import BertClassifier, BertEncoder, pretrained
 from tfplm.tasks import base, classification
 from tfplm.tokenizers import SPECIAL_TOKENS, BertPreprocessor, WordPieceTokenizer
+
+NEIGHBORS = 15  # TinyBERT's candidates per word
 
 
 @keras.saving.register_keras_serializable(package="tfplm")
@@ -218,6 +224,10 @@ class DistillationConfig(classification.GlueConfig):
     alpha: weight of the loss on the labels (1 - alpha: on the teacher's outputs).
     temperature: softmax temperature of the distillation term.
     hidden_weight: weight of the hidden-state loss (0 = none).
+    augment: > 0: each training batch also carries a copy of its sentences
+        in which every whole word is, with this probability, one of its
+        `NEIGHBORS` nearest words (TinyBERT's augmentation); the copies
+        learn from the teacher's outputs only. 0: no copies.
     """
 
     teacher: str = ""
@@ -227,6 +237,7 @@ class DistillationConfig(classification.GlueConfig):
     alpha: Annotated[float, Range(min=0, max=1)] = 0.5
     temperature: Annotated[float, Range(min=1e-3)] = 2.0
     hidden_weight: Annotated[float, Range(min=0)] = 0.0
+    augment: Annotated[float, Range(min=0, max=1)] = 0.0
 
 
 class DistillationTask(classification.ClassificationTask):
@@ -290,6 +301,32 @@ class DistillationTask(classification.ClassificationTask):
         student's); evaluation batches are the student's own, as it is served."""
         return self.preprocessor if split == "train" else self.student_preprocessor
 
+    def build_inputs(self, split, input_context=None):
+        """`ClassificationTask`'s batches; with `task.augment`, training batches
+        carry augmented copies (see `with_augmented_copies`)."""
+        dataset = super().build_inputs(split, input_context)
+        if split != "train" or not self.task_config.augment:
+            return dataset
+        continuation = np.array([token.startswith("##") for token in self.preprocessor.tokenizer.get_vocabulary()])
+        return with_augmented_copies(
+            dataset, self.word_neighbors, continuation, self.task_config.augment, self.config.runtime.seed
+        )
+
+    @functools.cached_property
+    def word_neighbors(self):
+        """[teacher vocabulary, NEIGHBORS] teacher ids: each whole word's nearest
+        whole words (letters only; among the student's tokens) by the cosine
+        of the teacher's word embeddings; any other token, itself."""
+        vocabulary = self.preprocessor.tokenizer.get_vocabulary()
+        kept = range(len(vocabulary)) if self.kept_token_ids is None else self.kept_token_ids
+        words = np.array([i for i in kept if vocabulary[i].isalpha()])  # not "##ing", "[CLS]" or ","
+        if len(words) <= NEIGHBORS:
+            raise ConfigError(
+                f"task.augment: the student's vocabulary has {len(words)} whole words; swapping words needs "
+                f"more than {NEIGHBORS} (set task.augment=0)"
+            )
+        return nearest_words(self._teacher_checkpoint.weights["embedding/token_embedding/embeddings"], words, NEIGHBORS)
+
     def build_teacher(self):
         """The frozen teacher `BertClassifier`, without preprocessing: the student's feeds both."""
         teacher = BertClassifier.from_pretrained(self._teacher_checkpoint)
@@ -328,6 +365,58 @@ class DistillationTask(classification.ClassificationTask):
             token_map = np.full(teacher.encoder.vocab_size, self.student_preprocessor.tokenizer.unk_token_id, np.int32)
             token_map[self.kept_token_ids] = np.arange(len(self.kept_token_ids))
         return Distiller(self.build_student(teacher), teacher, c.alpha, c.temperature, c.hidden_weight, token_map)
+
+
+def nearest_words(embeddings, words, k):
+    """[len(embeddings), k] row ids: for each of the rows `words`, the k other
+    rows of `words` with the largest cosine similarity; any other row, itself."""
+    neighbors = np.repeat(np.arange(len(embeddings))[:, None], k, axis=1)
+    unit = embeddings[words] / np.maximum(np.linalg.norm(embeddings[words], axis=1, keepdims=True), 1e-12)
+    for start in range(0, len(words), 2048):  # 2048 x len(words) similarities at a time
+        similarity = unit[start : start + 2048] @ unit.T
+        rows = np.arange(len(similarity))
+        similarity[rows, start + rows] = -np.inf  # not itself
+        neighbors[words[start : start + 2048]] = words[np.argpartition(-similarity, k - 1, axis=1)[:, :k]]
+    return neighbors
+
+
+def with_augmented_copies(dataset, neighbors, continuation, probability, seed):
+    """Each batch (inputs, labels) of `dataset` as (inputs and a copy, labels
+    twice, weights): in the copy every whole word (a token with neighbors not
+    followed by a "##" piece) is, with `probability`, a random one of its
+    `neighbors` row (TinyBERT's data augmentation, Jiao et al., 2020, with
+    embedding neighbours for its GloVe ones). The teacher's outputs teach the
+    copies; their labels may no longer hold, so their weight is 0 and the
+    originals' 2 (the label loss, a mean over the doubled batch, stays the
+    originals' mean).
+
+    Args:
+        dataset: batches of (encoder inputs of token ids, labels).
+        neighbors: [vocabulary, k] token ids (see `nearest_words`).
+        continuation: [vocabulary] bool, the "##" pieces.
+        probability: chance that each whole word of a copy is swapped.
+        seed: the same seed swaps the same words of the same stream (a
+            resumed run reads what the run it replaces read).
+    """
+    neighbors = tf.constant(neighbors, tf.int32)
+    continuation = tf.constant(continuation, tf.bool)
+    has_neighbors = neighbors[:, 0] != tf.range(tf.shape(neighbors)[0])
+
+    def augment(key, batch):
+        inputs, labels = batch
+        ids = tf.cast(inputs["input_word_ids"], tf.int32)
+        following = tf.pad(ids[:, 1:], [[0, 0], [0, 1]])  # [PAD] (0) after the last token
+        whole_word = tf.gather(has_neighbors, ids) & ~tf.gather(continuation, following)
+        swap = whole_word & (tf.random.stateless_uniform(tf.shape(ids), tf.stack([key, 0])) < probability)
+        column = tf.random.stateless_uniform(tf.shape(ids), tf.stack([key, 1]), maxval=neighbors.shape[1], dtype=tf.int32)
+        swapped = tf.where(swap, tf.gather_nd(neighbors, tf.stack([ids, column], axis=-1)), ids)
+        copy = {**inputs, "input_word_ids": tf.cast(swapped, inputs["input_word_ids"].dtype)}
+        both = {name: tf.concat([value, copy[name]], axis=0) for name, value in inputs.items()}
+        count = tf.shape(labels)[:1]
+        return both, tf.concat([labels, labels], axis=0), tf.concat([tf.fill(count, 2.0), tf.zeros(count)], axis=0)
+
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(keys, dataset).map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _encoder_like(encoder, **changes):

@@ -15,7 +15,9 @@ import tensorflow as tf
 from tfplm import tasks
 from tfplm.config import ConfigError
 from tfplm.models import BertClassifier, BertEncoder, from_pretrained
-from tfplm.tasks.distillation import Distiller, keep_tokens, project_embeddings, slice_encoder
+from tfplm.tasks.distillation import (
+    Distiller, keep_tokens, nearest_words, project_embeddings, slice_encoder, with_augmented_copies,
+)
 from tfplm.tokenizers import SPECIAL_TOKENS
 from tfplm.training import trainer
 
@@ -57,7 +59,8 @@ def test_training_loss_is_alpha_ce_plus_t2_kl(alpha, temperature):
     teacher, student = _classifier(seed=1), _classifier(num_layers=1, hidden=16, seed=2)
     inputs, labels = _batch()
     t, s = (np.asarray(m(inputs, training=False)) for m in (teacher, student))
-    ce = -np.mean(_log_softmax(s)[np.arange(4), labels])
+    ce_rows = -_log_softmax(s)[np.arange(4), labels]
+    ce = np.mean(ce_rows)
     log_t, log_s = _log_softmax(t / temperature), _log_softmax(s / temperature)
     kl = np.mean(np.sum(np.exp(log_t) * (log_t - log_s), -1))
     expected = alpha * ce + (1 - alpha) * temperature**2 * kl
@@ -68,6 +71,11 @@ def test_training_loss_is_alpha_ce_plus_t2_kl(alpha, temperature):
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     # Evaluation scores the student on the labels alone.
     np.testing.assert_allclose(distiller.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"], ce, rtol=1e-5)
+    # Augmented copies (weights 2 for the originals, 0 for the copies): the labels' term is the
+    # originals' mean, the teacher's term the mean over all rows.
+    weights = np.array([2.0, 2.0, 0.0, 0.0])
+    loss = distiller.train_on_batch(inputs, labels, sample_weight=weights, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, alpha * np.mean(ce_rows[:2]) + (1 - alpha) * temperature**2 * kl, rtol=1e-5)
 
 
 def test_hidden_state_loss_is_the_masked_mse_of_projected_student_blocks():
@@ -185,6 +193,72 @@ def test_a_student_keeping_some_tokens_reads_them_as_the_full_one_and_the_distil
     np.testing.assert_allclose(distiller(inputs, training=True), student(inputs), atol=1e-6)
     with pytest.raises(ValueError, match="token_map has 49 entries; the teacher's vocabulary has 50"):
         Distiller(trimmed, teacher, token_map=token_map[:49])
+
+
+def test_nearest_words_are_the_other_words_of_largest_cosine():
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(40, 8))
+    words = np.arange(5, 40, 2)
+    neighbors = nearest_words(embeddings, words, 3)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    for word in words:
+        others = [w for w in words if w != word]
+        expected = sorted(others, key=lambda w: -unit[word] @ unit[w])[:3]
+        assert sorted(neighbors[word]) == sorted(expected)
+    not_words = np.setdiff1d(np.arange(40), words)
+    np.testing.assert_array_equal(neighbors[not_words], np.repeat(not_words[:, None], 3, axis=1))
+
+
+def _augmented(probability, seed=7):
+    # ids: 0 [PAD], 1 [CLS], 2 [SEP], 3-9 words, 10-11 "##" pieces; word w's neighbours are 3 + (w + 1..2) % 7.
+    neighbors = np.repeat(np.arange(12)[:, None], 2, axis=1)
+    for w in range(3, 10):
+        neighbors[w] = [3 + (w - 3 + 1) % 7, 3 + (w - 3 + 2) % 7]
+    continuation = np.arange(12) >= 10
+    ids = np.array([[1, 3, 4, 10, 5, 2, 0, 0], [1, 6, 7, 8, 9, 11, 2, 0]], np.int32)
+    inputs = {"input_word_ids": ids, "input_mask": (ids > 0).astype("int32"), "input_type_ids": np.zeros_like(ids)}
+    dataset = tf.data.Dataset.from_tensors((inputs, np.array([0, 1])))
+    batches = with_augmented_copies(dataset.repeat(20), neighbors, continuation, probability, seed)
+    return ids, neighbors, [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in batches]
+
+
+def test_augmented_copies_swap_whole_words_for_their_neighbours_and_learn_from_the_teacher_only():
+    ids, neighbors, batches = _augmented(1.0)
+    swappable = np.array([[0, 1, 0, 0, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0, 0, 0]], bool)  # 4 and 9 go on with "##"
+    for inputs, labels, weights in batches:
+        originals, copies = inputs["input_word_ids"][:2], inputs["input_word_ids"][2:]
+        np.testing.assert_array_equal(originals, ids)
+        np.testing.assert_array_equal(copies[~swappable], ids[~swappable])
+        for original, copy in zip(ids[swappable], copies[swappable]):
+            assert copy in neighbors[original]
+        np.testing.assert_array_equal(inputs["input_mask"], np.concatenate([ids > 0] * 2))
+        np.testing.assert_array_equal(labels, [0, 1, 0, 1])
+        np.testing.assert_array_equal(weights, [2, 2, 0, 0])
+    # Both neighbours get drawn; with probability 0.3 about 30% of the words are swapped.
+    assert len({int(inputs["input_word_ids"][2, 1]) for inputs, _, _ in batches}) == 2
+    _, _, batches = _augmented(0.3)
+    swapped = np.mean([(inputs["input_word_ids"][2:] != ids)[swappable] for inputs, _, _ in batches])
+    assert 0.15 < swapped < 0.45, swapped
+
+
+def test_augmented_copies_are_the_same_for_the_same_seed_and_differ_for_another():
+    copies = [[inputs["input_word_ids"][2:] for inputs, _, _ in _augmented(0.5, seed)[2]] for seed in (7, 7, 8)]
+    np.testing.assert_array_equal(copies[0], copies[1])
+    assert not np.array_equal(copies[0], copies[2])
+
+
+def test_distillation_with_augmentation_trains_on_doubled_batches():
+    task = tasks.get("distill/sst2", overrides=f"{TINY},task.student_layers=1,task.augment=0.4")
+    inputs, labels, weights = next(iter(task.build_inputs("train")))
+    assert inputs["input_word_ids"].shape[0] == labels.shape[0] == weights.shape[0] == 32
+    assert next(iter(task.build_inputs("validation")))[0]["input_word_ids"].shape[0] == 16  # no copies
+    vocabulary = task.preprocessor.tokenizer.get_vocabulary()
+    words = [i for i, token in enumerate(vocabulary) if token.isalpha()]
+    assert set(task.word_neighbors[words].flat) <= set(words)
+    distiller = task.build_model()
+    task.compile(distiller)
+    history = distiller.fit(task.build_inputs("train").take(2), verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
 
 
 def test_a_teacher_of_another_task_is_refused_in_one_line():
