@@ -556,10 +556,7 @@ def test_dynamic_masking_without_text_is_an_error_not_a_wait(tmp_path, tokenizer
 
 @pytest.fixture(scope="module")
 def dynamic_batches(books, tokenizer):
-    """Two passes over the books, each one batch of every pair, with 20 predictions allowed."""
-    # A global seed left by an earlier test (runtime.seed) makes every new iterator
-    # draw the same masks; fresh masks per pass are what an unseeded run gets.
-    tf.random.set_seed(None)
+    """Two evaluation passes over the books, each one batch of every pair, with 20 predictions allowed."""
     dataset = masking.dynamic_masking_dataset(
         str(books / "*.txt"), tokenizer, SEQ, 20, 4096, is_training=False, input_format="prose", seed=3
     )
@@ -592,7 +589,7 @@ def test_dynamic_masks_are_80_percent_mask_10_random_10_kept(dynamic_batches, to
     assert abs(mask - 0.8) < 0.03 and abs(kept - 0.1) < 0.025 and abs(1 - mask - kept - 0.1) < 0.025
 
 
-def test_dynamic_labels_are_the_original_ids_and_masks_change_every_pass(dynamic_batches, books, tokenizer):
+def test_dynamic_labels_are_the_original_ids_and_evaluation_passes_mask_alike(dynamic_batches, books, tokenizer):
     files = sorted(str(p) for p in books.glob("*.txt"))
     config = PretrainingDataConfig(max_seq_length=SEQ, max_predictions_per_seq=20)
     pairs = list(masking.segment_pairs(files, tokenizer, "prose", config, seed=3))
@@ -609,8 +606,29 @@ def test_dynamic_labels_are_the_original_ids_and_masks_change_every_pass(dynamic
         np.testing.assert_array_equal(labels["next_sentence_labels"].numpy(), [p[2] for p in pairs])
     np.testing.assert_array_equal(restored[0], restored[1])  # same pairs ...
     first, second = (f["masked_lm_positions"].numpy() for f, _ in dynamic_batches)
-    assert (first != second).any(axis=1).mean() > 0.9  # ... new masks
+    np.testing.assert_array_equal(first, second)  # ... and masks in every evaluation pass
     assert 0.45 < np.mean([p[2] for p in pairs]) < 0.6
+
+
+def test_masks_depend_on_the_seed_alone_not_on_random_ops_run_before(books, tokenizer):
+    def training_batches(seed):
+        dataset = masking.dynamic_masking_dataset(
+            str(books / "*.txt"), tokenizer, SEQ, 20, 64, is_training=True, input_format="prose", seed=seed
+        )
+        return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in dataset.take(3)]
+
+    # As runs in one process: each sets the global seed (runtime.seed), then builds its data.
+    tf.random.set_seed(1)
+    first = training_batches(3)
+    tf.random.uniform([7])
+    tf.random.set_seed(1)
+    for a, b in zip(tf.nest.flatten(first), tf.nest.flatten(training_batches(3))):
+        np.testing.assert_array_equal(a, b)
+    # A batch's masks come from its seed: another seed (a later batch's) draws other ones.
+    ids = tf.ragged.constant([[tokenizer.cls_token_id, *range(1000, 1000 + n), tokenizer.sep_token_id] for n in range(60, 124)])
+    positions = [masking.mask_tokens(ids, tokenizer, 20, tf.constant([3, s], tf.int64))[1].numpy() for s in (0, 0, 1)]
+    np.testing.assert_array_equal(positions[0], positions[1])
+    assert (positions[0] != positions[2]).any(axis=1).mean() > 0.9
 
 
 def test_dynamic_training_pairs_change_every_epoch(books, tokenizer):
