@@ -64,7 +64,7 @@ def test_bert_tiny_beats_the_unigram_baseline_and_learns_nsp(books, tmp_path):
                 f"task.validation_data.input_path={tmp_path / 'eval' / 'data'}-*",
                 data("train"),
                 data("validation"),
-                "trainer.train_steps=500",
+                "trainer.train_steps=300",
                 "trainer.optimizer.learning_rate=3e-3",
                 "runtime.seed=0",
             ]
@@ -72,7 +72,7 @@ def test_bert_tiny_beats_the_unigram_baseline_and_learns_nsp(books, tmp_path):
     )
     model = task.build_model()
     task.compile(model)
-    model.fit(task.build_inputs("train"), steps_per_epoch=500, epochs=1, verbose=0)
+    model.fit(task.build_inputs("train"), steps_per_epoch=300, epochs=1, verbose=0)
     evaluation = task.build_inputs("validation")
     labels = [(y["mlm_logits"].numpy(), w["mlm_logits"].numpy()) for _, y, w in evaluation]
     baseline = unigram_entropy(np.concatenate([l for l, _ in labels]), np.concatenate([w for _, w in labels]))
