@@ -214,7 +214,8 @@ def test_export_binary_exports_a_gpt_folder(tmp_path):
     assert (report["model"], report["task_type"]) == ("GPT", "GeneratorHead") and report["examples"] > 0
     assert [row["name"] for row in report["artifacts"]] == ["keras", "saved_model"]
     assert rows_by_name(report)["saved_model"]["agreement"] == 1.0 and report_lib.failures(report) == []
-    assert (out / "hf_gpt2" / "1" / "saved_model.pb").is_file()
+    assert (out / "hf_gpt2" / "1" / "saved_model.pb").is_file()  # named after the folder
+    assert f"saved_model: {out / 'hf_gpt2' / '1'}" in result.stdout
     # What a GPT cannot be exported as is a one-line error, not a traceback.
     tflite = run_export(f"--pretrained={FIXTURES / 'hf_gpt2'}", f"--export_dir={out}", "--format=tflite")
     assert tflite.returncode != 0 and "TFLite export does not cover a GPT" in tflite.stderr
