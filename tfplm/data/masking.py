@@ -56,7 +56,7 @@ def mask_tokens(token_ids, tokenizer, max_predictions_per_seq, seed, masked_lm_p
     batch = tf.shape(scores)[0]
     scores = tf.concat([scores, tf.fill([batch, max_predictions_per_seq], 3.0)], axis=1)
     candidates = tf.argsort(scores, axis=1, stable=True)[:, :max_predictions_per_seq]
-    selectable_per_row = tf.reduce_sum(token_ids.with_flat_values(tf.cast(selectable, tf.float32)), axis=1)
+    selectable_per_row = tf.reduce_sum(tf.cast(scores < 2.0, tf.float32), axis=1)
     count = tf.minimum(max_predictions_per_seq, tf.cast(tf.math.ceil(selectable_per_row * masked_lm_prob), tf.int32))
     chosen = tf.range(max_predictions_per_seq)[None, :] < count[:, None]
     # In position order; the unchosen columns (sorted last) become 0.
