@@ -10,13 +10,13 @@ attention projections and the two feed-forward ones, each with its bias) on
 of them. Each layer has its own weights, as in the model, so that the products
 read their weights from memory as serving does.
 
-TensorFlow runs tfplm's own `Dense` layers (in float32 MatMul + BiasAdd, one
-fused oneDNN kernel; in bfloat16 MatMul and an add, tfplm/layers/dense.py) in
-one `tf.function`; PyTorch runs `torch.nn.functional.linear` (what
-transformers' `nn.Linear` calls) under `torch.inference_mode()`. Both sides
-run in this process, alternating rounds, best round reported. It prints, per
-product shape and in total per forward pass, microseconds and GFLOP/s of each
-side and the ratio: how much of a serving gap the kernels alone explain.
+TensorFlow runs tfplm's own `Dense` layers (tfplm/layers/dense.py: MatMul and
+its bias, which TensorFlow fuses into one oneDNN kernel) in one `tf.function`;
+PyTorch runs `torch.nn.functional.linear` (what transformers' `nn.Linear`
+calls) under `torch.inference_mode()`. Both sides run in this process,
+alternating rounds, best round reported. It prints, per product shape and in
+total per forward pass, microseconds and GFLOP/s of each side and the ratio:
+how much of a serving gap the kernels alone explain.
 """
 
 import time
@@ -37,6 +37,12 @@ flags.DEFINE_list("dtypes", ["float32"], "Types to time (bfloat16: weights store
 flags.DEFINE_integer("calls", 30, "Calls per timed round.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds per side (the best is reported).")
 flags.DEFINE_integer("threads", 0, "Threads for both runtimes; 0: each runtime's default.")
+flags.register_validator(
+    "rows", lambda rows: all(r.isdigit() for r in rows), "--rows takes whole numbers: --rows=17,832"
+)
+flags.register_validator(
+    "dtypes", lambda dtypes: set(dtypes) <= {"float32", "bfloat16"}, "--dtypes takes float32 and/or bfloat16"
+)
 
 
 def layer_shapes():
@@ -66,9 +72,7 @@ def tensorflow_side(weights, inputs, dtype):
     return calls
 
 
-def torch_side(weights, inputs, dtype):
-    import torch
-
+def torch_side(torch, weights, inputs, dtype):
     dtype = getattr(torch, dtype)
     calls = {}
     for name, products in weights.items():
@@ -95,7 +99,10 @@ def microseconds(call):
 
 def main(argv):
     del argv
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("benchmark_matmul.py needs PyTorch on its other side: pip install -e '.[reference]'")
 
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -116,7 +123,7 @@ def main(argv):
         for dtype in FLAGS.dtypes:
             sides = {
                 "TensorFlow": tensorflow_side(weights, inputs, dtype),
-                "PyTorch": torch_side(weights, inputs, dtype),
+                "PyTorch": torch_side(torch, weights, inputs, dtype),
             }
             cases = {(side, name): (call,) for side, calls in sides.items() for name, call in calls.items()}
             best = _benchmarks.best_of_rounds(cases, microseconds, FLAGS.rounds)
